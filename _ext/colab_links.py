@@ -1,0 +1,37 @@
+"""Sphinx extension: an "Open in Colab" link at the top of every lesson page.
+
+Colab opens only ``.ipynb`` files, so the link points at ``notebooks/<lesson>.ipynb`` in the
+course repository (``repository.url`` in _config.yml), which ``scripts/export_notebooks.py``
+generates from the MyST sources. The link is plain HTML: it needs no JavaScript.
+"""
+
+from __future__ import annotations
+
+from docutils import nodes
+
+
+def _add_link(app, doctree) -> None:
+    docname = app.env.docname
+    if not docname.startswith("lessons/"):
+        return
+    repo = (app.config.html_theme_options or {}).get("repository_url", "").rstrip("/")
+    branch = (app.config.html_theme_options or {}).get("repository_branch", "main")
+    if not repo.startswith("https://github.com/"):
+        return
+    path = repo[len("https://github.com/") :]
+    name = docname.split("/", 1)[1]
+    url = f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{name}.ipynb"
+    html = (
+        f'<p class="colab-link"><a href="{url}" target="_blank" rel="noopener">'
+        "&#9654; Open this lesson in Colab</a> (free GPU; the first cell installs course_lib)</p>"
+    )
+    for section in doctree.traverse(nodes.section):
+        title = section.next_node(nodes.title)
+        index = section.index(title) + 1 if title is not None else 0
+        section.insert(index, nodes.raw("", html, format="html"))
+        break
+
+
+def setup(app):
+    app.connect("doctree-read", _add_link)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,12 @@
+"""course_lib: the code behind 'Deep Generative Models: the four-paradigm map'.
+
+    from course_lib import runtime, data, train, plotting, metrics
+    from course_lib.models import DiscretizedAR, VAE, GAN, Diffusion
+"""
+
+from . import data, metrics, plotting, runtime, train
+from .runtime import setup
+from .train import fit
+
+__version__ = "0.1.0"
+__all__ = ["data", "metrics", "plotting", "runtime", "train", "setup", "fit", "__version__"]

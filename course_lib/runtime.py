@@ -1,0 +1,164 @@
+"""Where and how a lesson runs: the device, the seed, the profile and its budget.
+
+Every lesson starts with ``setup()``, which prints one line that says what the run uses, so
+that nothing about the hardware or the budget is ever chosen silently.
+
+Profiles (environment variable ``COURSE_PROFILE``):
+
+* ``smoke`` - tests and CI: every lesson in seconds; it proves the code runs, not that it learns.
+* ``cpu``   - default without a GPU: a lesson in minutes on a 2-core CPU.
+* ``gpu``   - default with CUDA (Colab): bigger models and data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterator, TypeVar
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+DEVICES = ("cpu", "cuda", "mps")
+
+T = TypeVar("T")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def get_device(name: str | torch.device | None = None) -> torch.device:
+    """The device to run on.
+
+    ``name`` (or the environment variable ``COURSE_DEVICE``) forces one of ``cpu``, ``cuda``,
+    ``cuda:N`` or ``mps``; without it the first available of cuda, mps, cpu is taken.
+    Asking for a device that is not there is an error, never a silent fallback.
+    """
+    if name is None:
+        name = os.environ.get("COURSE_DEVICE") or None
+    if name is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in DEVICES:
+        raise ValueError(f"unknown device {str(name)!r}: use one of {', '.join(DEVICES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device {str(name)!r} was asked for, but this machine has no CUDA GPU that "
+                "PyTorch can use. In Colab choose Runtime > Change runtime type > GPU; "
+                "elsewhere pass device='cpu' (or unset COURSE_DEVICE)."
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"device {str(name)!r} was asked for, but only {torch.cuda.device_count()} "
+                "CUDA device(s) exist; use 'cuda:0'."
+            )
+    if device.type == "mps" and not _mps_available():
+        raise RuntimeError(
+            f"device {str(name)!r} was asked for, but the Apple MPS backend is not available "
+            "here; pass device='cpu' (or unset COURSE_DEVICE)."
+        )
+    return device
+
+
+def get_profile(name: str | None = None, device: torch.device | None = None) -> str:
+    """The run's budget profile: ``name``, else ``COURSE_PROFILE``, else gpu on CUDA, else cpu."""
+    if name is None:
+        name = os.environ.get("COURSE_PROFILE") or None
+    if name is None:
+        device = device if device is not None else get_device()
+        return "gpu" if device.type == "cuda" else "cpu"
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(
+            f"unknown profile {name!r}: set COURSE_PROFILE to one of {', '.join(PROFILES)}"
+        )
+    return name
+
+
+def budget(smoke: T, cpu: T, gpu: T | None = None, profile: str | None = None) -> T:
+    """Pick a value for the current profile: ``budget(smoke=50, cpu=2000, gpu=20000)``.
+
+    ``gpu`` defaults to the cpu value.
+    """
+    profile = get_profile(profile)
+    if profile == "smoke":
+        return smoke
+    if profile == "gpu" and gpu is not None:
+        return gpu
+    return cpu
+
+
+def seed_everything(seed: int = 0) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so that a run repeats exactly on CPU."""
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype mixed precision uses on ``device``, or None where we do not use it (CPU, MPS)."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Mixed precision on CUDA (bf16 where supported, else fp16); a no-op elsewhere."""
+    dtype = amp_dtype(device)
+    if not enabled or dtype is None:
+        yield
+        return
+    with torch.autocast(device_type="cuda", dtype=dtype):
+        yield
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a lesson runs with. Printed by ``setup`` so that every run says what it used."""
+
+    device: torch.device
+    profile: str
+    seed: int
+
+    def __str__(self) -> str:
+        where = self.device.type
+        if self.device.type == "cuda":
+            where = f"cuda ({torch.cuda.get_device_name(self.device)})"
+        return (
+            f"course_lib runtime: profile={self.profile}, device={where}, seed={self.seed}, "
+            f"torch={torch.__version__}, threads={torch.get_num_threads()}"
+        )
+
+    def budget(self, smoke: T, cpu: T, gpu: T | None = None) -> T:
+        return budget(smoke, cpu, gpu, profile=self.profile)
+
+
+def setup(
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    profile: str | None = None,
+    verbose: bool = True,
+) -> Runtime:
+    """Choose device and profile, seed everything, print what was chosen, return it."""
+    dev = get_device(device)
+    rt = Runtime(device=dev, profile=get_profile(profile, dev), seed=seed)
+    seed_everything(seed)
+    if verbose:
+        print(rt)
+    return rt
