@@ -37,7 +37,7 @@ MNIST_FILES = {  # name -> md5 of the .gz file
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 
-NAME_KINDS = ("first", "last")
+NAME_KINDS = ("first", "last", "all")
 
 
 def _say(verbose: bool, message: str) -> None:
@@ -216,7 +216,8 @@ def names(kind: str = "first", split: str = "train", seed: int = 0, verbose: boo
     """US census names from the ``names`` package, lower-case, unique, shuffled by ``seed``.
 
     ``kind="first"``: first names (male and female lists merged, about 5,100);
-    ``kind="last"``: surnames (about 88,800). Split 80 / 10 / 10 after the shuffle.
+    ``kind="last"``: surnames (about 88,800); ``kind="all"``: both lists merged.
+    Split 80 / 10 / 10 after the shuffle.
     """
     _check_split(split)
     if kind not in NAME_KINDS:
@@ -226,7 +227,11 @@ def names(kind: str = "first", split: str = "train", seed: int = 0, verbose: boo
     except ImportError as err:  # pragma: no cover - a dependency
         raise RuntimeError("the census names need the 'names' package: pip install names") from err
     folder = Path(names_pkg.__file__).parent
-    files = ["dist.male.first", "dist.female.first"] if kind == "first" else ["dist.all.last"]
+    files = {
+        "first": ["dist.male.first", "dist.female.first"],
+        "last": ["dist.all.last"],
+        "all": ["dist.male.first", "dist.female.first", "dist.all.last"],
+    }[kind]
     found: set[str] = set()
     for fname in files:
         for line in (folder / fname).read_text().splitlines():

@@ -1,0 +1,32 @@
+# Two commands do everything on a fresh machine (see README.md):
+#   make site   set up .venv, run every lesson under the cpu profile, build _build/html
+#   make test   set up .venv, run the unit tests, every lesson (smoke profile), and the site check
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROFILE ?= cpu
+
+.PHONY: setup site test notebooks student clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+site: $(STAMP)
+	COURSE_PROFILE=$(PROFILE) COURSE_PROGRESS=0 MPLBACKEND=Agg $(BIN)/jupyter-book build . -W --keep-going
+	@echo "The site is in _build/html/index.html (lessons run under the $(PROFILE) profile)."
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+notebooks: $(STAMP)
+	$(BIN)/python scripts/export_notebooks.py
+
+clean:
+	rm -rf _build

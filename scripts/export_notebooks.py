@@ -1,0 +1,157 @@
+"""Export every lesson (MyST Markdown) to a plain notebook Colab can open: notebooks/NN_name.ipynb.
+
+Colab opens only .ipynb files and renders only plain Markdown, so the export
+- drops the hidden check cells (tag ``remove-cell``) and keeps every other code cell as is;
+- turns MyST syntax into plain Markdown: admonitions into block quotes, labelled equations
+  into ``\\tag{n}``, ``{eq}`` references into "(n)", citations into "(Author, year)",
+  cross-references into their text, label lines removed.
+
+Usage: ``python scripts/export_notebooks.py`` (writes notebooks/) or ``--check`` (exit 1 if
+notebooks/ is out of date). ``make notebooks`` runs the first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ROOT / "lessons"
+OUT = ROOT / "notebooks"
+
+
+def bib_labels(path: Path = ROOT / "references.bib") -> dict[str, tuple[str, str]]:
+    """key -> (short author text, year) from a BibTeX file: 'Ho et al.', '2020'."""
+    labels: dict[str, tuple[str, str]] = {}
+    for entry in re.split(r"\n@", "\n" + path.read_text(encoding="utf-8"))[1:]:
+        key = re.match(r"\w+\{([^,]+),", entry)
+        author = re.search(r"author\s*=\s*\{(.+?)\},?\s*\n", entry, re.S)
+        year = re.search(r"year\s*=\s*\{?(\d{4})", entry)
+        if not key:
+            continue
+        names = [a.strip() for a in (author.group(1) if author else "Anonymous").split(" and ")]
+        last = [n.split(",")[0] if "," in n else n.split()[-1] for n in names]
+        last = [re.sub(r"[{}\\\"']", "", n) for n in last]
+        short = last[0] if len(last) == 1 else f"{last[0]} and {last[1]}" if len(last) == 2 else f"{last[0]} et al."
+        labels[key.group(1).strip()] = (short, year.group(1) if year else "n.d.")
+    return labels
+
+
+def _cite(match: re.Match, bib: dict[str, tuple[str, str]]) -> str:
+    kind, keys = match.group(1), [k.strip() for k in match.group(2).split(",")]
+    found = [bib.get(k, (k, "")) for k in keys]
+    if kind == "t":
+        return "; ".join(f"{a} ({y})" for a, y in found)
+    return "(" + "; ".join(f"{a}, {y}" for a, y in found) + ")"
+
+
+def _admonitions(text: str) -> str:
+    """Turn :::{directive} / ```{directive} blocks (possibly nested in 4 backticks) into quotes."""
+    lines, out, stack = text.split("\n"), [], []
+    opener = re.compile(r"^(:{3,}|`{3,})\{(\w[\w-]*)\}\s*(.*)$")
+    for line in lines:
+        m = opener.match(line)
+        if m and m.group(2) != "code-cell":
+            fence, name, title = m.groups()
+            title = title.strip() or name.capitalize()
+            stack.append(fence)
+            out.append("> " * (len(stack) - 1) + f"> **{title}**")
+            out.append("> " * len(stack))
+            continue
+        if stack and line.strip() == stack[-1]:
+            stack.pop()
+            continue
+        if stack and re.match(r"^:\w[\w-]*:", line):  # directive options such as :class: dropdown
+            continue
+        out.append("> " * len(stack) + line if stack else line)
+    return "\n".join(out)
+
+
+def convert_markdown(text: str, bib: dict[str, tuple[str, str]], eqs: dict[str, int]) -> str:
+    text = re.sub(r"^\([\w-]+\)=\s*\n", "", text, flags=re.M)
+    text = _admonitions(text)
+
+    def tag(match: re.Match) -> str:
+        eqs.setdefault(match.group(2), len(eqs) + 1)
+        return f"{match.group(1)}\\tag{{{eqs[match.group(2)]}}}\n$$"
+
+    text = re.sub(r"(\$\$[ \t]*\n(?:.*\n)*?)[ \t]*\$\$ *\((eq-[\w-]+)\)", tag, text)
+    text = re.sub(r"\{eq\}`([\w-]+)`", lambda m: f"({eqs.get(m.group(1), '?')})", text)
+    text = re.sub(r"\{cite:?(p|t)?\}`([^`]+)`", lambda m: _cite(m, bib), text)
+    text = re.sub(r"\{(?:ref|doc)\}`([^`<]+?)\s*<[^`]+>`", r"\1", text)
+    text = re.sub(r"\{(?:ref|doc)\}`lesson-0?(\d+)`", r"lesson \1", text)
+    return text
+
+
+def export(path: Path) -> nbformat.NotebookNode:
+    nb = jupytext.read(path, fmt="md:myst")
+    bib = bib_labels()
+    eqs: dict[str, int] = {}
+    # number equations in order of appearance, before references to them are resolved
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for label in re.findall(r"\$\$ *\((eq-[\w-]+)\)", cell.source):
+                eqs.setdefault(label, len(eqs) + 1)
+    cells = []
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type == "code" and "remove-cell" in tags:
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = convert_markdown(cell.source, bib, eqs)
+        cells.append(cell)
+    note = nbformat.v4.new_markdown_cell(
+        f"*This notebook is generated from `lessons/{path.name}` of the course "
+        "\"Deep Generative Models: the four-paradigm map\". Run the cells in order; in Colab "
+        "choose Runtime → Change runtime type → GPU first.*"
+    )
+    for i, cell in enumerate([note] + cells):
+        cell["id"] = f"cell-{i}"
+    out = nbformat.v4.new_notebook(cells=[note] + cells)
+    out.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "accelerator": "GPU",
+        "colab": {"provenance": []},
+    }
+    return out
+
+
+def lessons() -> list[Path]:
+    return sorted(LESSONS.glob("[0-9][0-9]_*.md"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if notebooks/ is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    OUT.mkdir(exist_ok=True)
+    for path in lessons():
+        target = OUT / (path.stem + ".ipynb")
+        text = nbformat.writes(export(path)) + "\n"
+        if target.exists() and target.read_text(encoding="utf-8") == text:
+            continue
+        stale.append(target.name)
+        if not args.check:
+            target.write_text(text, encoding="utf-8")
+    extra = {p.name for p in OUT.glob("*.ipynb")} - {p.stem + ".ipynb" for p in lessons()}
+    if args.check:
+        if stale or extra:
+            print(f"notebooks/ is out of date ({', '.join(sorted(stale + list(extra)))}): run `make notebooks`")
+            return 1
+        print("notebooks/ is up to date")
+        return 0
+    for name in sorted(extra):
+        (OUT / name).unlink()
+    print(f"wrote {len(stale)} notebook(s) to {OUT}; removed {len(extra)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

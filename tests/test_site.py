@@ -1,0 +1,80 @@
+"""Build the book (every lesson executed under the smoke profile) and check what a reader gets."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_lessons() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
+    return [f for f in files if f.startswith("lessons/")]
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("book")
+    env = {**os.environ, "COURSE_PROFILE": "smoke", "COURSE_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"
+
+
+@pytest.mark.site
+def test_every_lesson_is_on_the_toc_and_on_disk():
+    lessons = toc_lessons()
+    assert lessons and lessons[0] == "lessons/01_four_paradigm_map"
+    on_disk = sorted(f"lessons/{p.stem}" for p in (ROOT / "lessons").glob("[0-9][0-9]_*.md"))
+    assert sorted(lessons) == on_disk
+    assert not list((ROOT / "lessons").glob("*.ipynb")), "lessons/ holds only MyST sources"
+
+
+@pytest.mark.site
+def test_site_pages(site):
+    assert (site / "index.html").exists() and (site / "intro.html").exists()
+    for lesson in toc_lessons():
+        page = site / f"{lesson}.html"
+        assert page.exists(), f"{page} missing"
+        html = page.read_text(encoding="utf-8")
+        # figures from the run, present on disk
+        images = re.findall(r'<img[^>]+src="([^"]+)"', html)
+        figures = [src for src in images if src.startswith("../_images/")]
+        assert figures, f"{lesson}: no figure"
+        for src in figures:
+            assert (page.parent / src).resolve().exists(), f"{lesson}: {src} missing"
+        # no error output or traceback anywhere on the page
+        for bad in ("Traceback (most recent call last)", 'class="output traceback"', "output error",
+                    "NotImplementedError", "Error in callback"):
+            assert bad not in html, f"{lesson}: {bad!r} on the page"
+        # math, the Colab link, the common lesson shape
+        assert 'class="math' in html, f"{lesson}: no math"
+        assert "colab.research.google.com/github/" in html, f"{lesson}: no Colab link"
+        for heading in ("Common pitfalls", "What you should remember", "Exercises", "References"):
+            assert heading in html, f"{lesson}: no {heading!r} section"
+        assert "Learning objectives" in html and "Time to run" in html
+
+
+@pytest.mark.site
+def test_hidden_checks_stay_hidden(site):
+    html = (site / "lessons" / "01_four_paradigm_map.html").read_text(encoding="utf-8")
+    assert "Checks of what the lesson claims" not in html
+    assert "Colab: install course_lib" in html  # shown, folded (hide-input)
+
+
+@pytest.mark.site
+def test_bibliography_resolves(site):
+    html = (site / "references.html").read_text(encoding="utf-8")
+    assert "Denoising Diffusion Probabilistic Models" in html
