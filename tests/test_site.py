@@ -61,6 +61,7 @@ def test_site_pages(site):
             assert bad not in html, f"{lesson}: {bad!r} on the page"
         # math, the Colab link, the common lesson shape
         assert 'class="math' in html, f"{lesson}: no math"
+        assert "_static/mathjax/tex-mml-chtml.js" in html, f"{lesson}: MathJax not served by the site"
         assert "colab.research.google.com/github/" in html, f"{lesson}: no Colab link"
         for heading in ("Common pitfalls", "What you should remember", "Exercises", "References"):
             assert heading in html, f"{lesson}: no {heading!r} section"
@@ -76,5 +77,6 @@ def test_hidden_checks_stay_hidden(site):
 
 @pytest.mark.site
 def test_bibliography_resolves(site):
+    assert (site / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
     html = (site / "references.html").read_text(encoding="utf-8")
     assert "Denoising Diffusion Probabilistic Models" in html
