@@ -69,3 +69,18 @@ def sampling_cost(model: nn.Module, n: int = 1000, repeats: int = 3, name: str |
             best = min(best, time.perf_counter() - t0)
         calls = counter[0]
     return SamplingCost(name or type(model).__name__, getattr(model, "paradigm", "?"), calls, best, n)
+
+
+@torch.no_grad()
+def nearest_distance(a: Tensor, b: Tensor, chunk: int = 2048) -> float:
+    """Mean over the points of ``a`` of the Euclidean distance to the nearest point of ``b``.
+
+    With ``a`` = samples and ``b`` = held-out data it is small when every sample lies near real
+    data (no points off the data); with the roles swapped it is small when every part of the data
+    has samples near it (nothing missed). Unlike means and covariances, it sees the shape.
+    """
+    a, b = a.double(), b.double()
+    total = 0.0
+    for i in range(0, len(a), chunk):
+        total += torch.cdist(a[i : i + chunk], b).min(dim=1).values.sum().item()
+    return total / len(a)

@@ -24,7 +24,7 @@ class DDPMSchedule(nn.Module):
     ``kind="linear"`` is the original schedule, beta from 1e-4 to 0.02 scaled to T steps.
     """
 
-    def __init__(self, steps: int = 100, kind: str = "cosine"):
+    def __init__(self, steps: int = 100, kind: str = "cosine", max_beta: float = 0.5):
         super().__init__()
         if steps < 1:
             raise ValueError(f"a schedule needs at least one step, got {steps}")
@@ -33,7 +33,9 @@ class DDPMSchedule(nn.Module):
             grid = torch.arange(steps + 1, dtype=torch.float64) / steps
             f = torch.cos((grid + s) / (1 + s) * math.pi / 2) ** 2
             abar = f / f[0]
-            betas = (1 - abar[1:] / abar[:-1]).clamp(max=0.999)
+            # Capped at 0.5 (Nichol & Dhariwal cap at 0.999): a reverse step divides by sqrt(1 - beta_t),
+            # and with few steps the last betas of the raw cosine schedule come close to 1.
+            betas = (1 - abar[1:] / abar[:-1]).clamp(max=max_beta)
         elif kind == "linear":
             scale = 1000 / steps
             betas = torch.linspace(scale * 1e-4, scale * 0.02, steps, dtype=torch.float64)
