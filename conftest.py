@@ -15,7 +15,6 @@ import pytest
 
 os.environ.setdefault("COURSE_PROFILE", "smoke")
 os.environ.setdefault("COURSE_PROGRESS", "0")
-os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def _is_lesson(path) -> bool:

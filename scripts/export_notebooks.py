@@ -72,8 +72,25 @@ def _admonitions(text: str) -> str:
     return "\n".join(out)
 
 
+LABELS = re.compile(r"\$\$ *\((eq-[\w-]+)\)|^:label:\s*(\S+)", re.M)
+MATH_BLOCK = re.compile(r"^```\{math\}[ \t]*\n((?::\w+:.*\n)*)((?:.*\n)*?)```[ \t]*$", re.M)
+
+
+def _math_block(match: re.Match, eqs: dict[str, int]) -> str:
+    """A ```{math} directive (with an optional :label:) as $$ ... $$, numbered like the book."""
+    label = re.search(r":label:\s*(\S+)", match.group(1))
+    body = match.group(2).rstrip("\n")
+    if label:
+        eqs.setdefault(label.group(1), len(eqs) + 1)
+        body += f"\n\\tag{{{eqs[label.group(1)]}}}"
+    return f"$$\n{body}\n$$"
+
+
 def convert_markdown(text: str, bib: dict[str, tuple[str, str]], eqs: dict[str, int]) -> str:
+    for label in LABELS.findall(text):  # number equations in order of appearance
+        eqs.setdefault(label[0] or label[1], len(eqs) + 1)
     text = re.sub(r"^\([\w-]+\)=\s*\n", "", text, flags=re.M)
+    text = MATH_BLOCK.sub(lambda m: _math_block(m, eqs), text)
     text = _admonitions(text)
 
     def tag(match: re.Match) -> str:
@@ -95,8 +112,8 @@ def export(path: Path) -> nbformat.NotebookNode:
     # number equations in order of appearance, before references to them are resolved
     for cell in nb.cells:
         if cell.cell_type == "markdown":
-            for label in re.findall(r"\$\$ *\((eq-[\w-]+)\)", cell.source):
-                eqs.setdefault(label, len(eqs) + 1)
+            for label in LABELS.findall(cell.source):
+                eqs.setdefault(label[0] or label[1], len(eqs) + 1)
     cells = []
     for cell in nb.cells:
         tags = cell.get("metadata", {}).get("tags", [])

@@ -38,9 +38,11 @@ def test_export_turns_myst_into_markdown():
     text = (
         "(lesson-01)=\n# T\n\n$$\nx = 1\n$$ (eq-one)\n\nSee {eq}`eq-one` and {cite:p}`ho2020ddpm`, "
         "{cite:t}`ho2020ddpm`, {ref}`lesson-02`.\n\n:::{admonition} Exercise 1\n:class: tip\nDo it.\n:::\n"
+        "\n```{math}\n:label: eq-two\ny = 2\n```\n\nand {eq}`eq-two`.\n"
     )
     out = export_notebooks.convert_markdown(text, bib, eqs)
     assert "(lesson-01)=" not in out
     assert "\\tag{1}" in out and "See (1)" in out
     assert "(Ho et al., 2020)" in out and "Ho et al. (2020)" in out and "lesson 2" in out
     assert "> **Exercise 1**" in out and "> Do it." in out and ":class:" not in out
+    assert "$$\ny = 2\n\\tag{2}\n$$" in out and "and (2)" in out and ":label:" not in out

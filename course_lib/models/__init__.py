@@ -1,9 +1,13 @@
 """One module per family; every model follows :class:`base.GenerativeModel`."""
 
-from .autoregressive import DiscretizedAR
+from .autoregressive import CharBigram, CharMLP, CharModel, CharTransformer, DiscretizedAR, TransformerConfig, sample_next
 from .base import GenerativeModel
 from .diffusion import DDPMSchedule, Diffusion, TimeMLP
+from .flows import ActNorm, AffineCoupling, DigitsFlow, LogitTransform, Permutation, RealNVP
 from .gan import GAN
+from .pixelcnn import MaskedConv2d, PixelCNN
 from .vae import VAE
 
-__all__ = ["GenerativeModel", "DiscretizedAR", "VAE", "GAN", "Diffusion", "DDPMSchedule", "TimeMLP"]
+__all__ = ["GenerativeModel", "DiscretizedAR", "CharModel", "CharBigram", "CharMLP", "CharTransformer", "TransformerConfig", "sample_next", "VAE", "GAN", "Diffusion", "DDPMSchedule", "TimeMLP",
+           "RealNVP", "DigitsFlow", "AffineCoupling", "ActNorm", "Permutation", "LogitTransform",
+           "PixelCNN", "MaskedConv2d"]
