@@ -11,13 +11,7 @@ from course_lib import train
 from course_lib.models import CharBigram, CharMLP, CharTransformer, sample_next
 from course_lib.text import PAD, CharVocab, count_tokens
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster than two, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 NAMES = ["anna", "bob", "abba", "ana", "bo", "nab", "b"]

@@ -11,13 +11,7 @@ from course_lib.models import PixelCNN
 from course_lib.models.pixelcnn import MaskedConv2d
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from threads, and lose a lot on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def small(levels=17, height=8, width=8, **kw):
