@@ -114,7 +114,7 @@ class PixelCNN(GenerativeModel):
         height: int = 8,
         width: int = 8,
         channels: int = 64,
-        blocks: int = 6,
+        blocks: int = 4,
         first_kernel: int | None = None,
         kernel_size: int = 3,
         dropout: float = 0.5,
