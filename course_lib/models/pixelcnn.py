@@ -19,6 +19,9 @@ For images this small the first kernel can be large enough (``2 * max(H, W) - 1`
 every earlier pixel, so the network has no "blind spot" (earlier pixels that stacked small
 masked kernels never reach). Training scores all pixels at once (teacher forcing); sampling
 needs ``H*W`` network passes, one after another.
+
+The defaults (64 channels, 4 gated residual blocks, dropout 0.5) were chosen on the validation
+split of sklearn's digits, with 2,000 Adam steps of batch 64 at lr 2e-3 on a cosine schedule.
 """
 
 from __future__ import annotations
