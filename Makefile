@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: setup site test notebooks student clean
+.PHONY: setup site test notebooks assignments clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test: $(STAMP)
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/export_notebooks.py
+
+# Student notebooks (solutions replaced by stubs, checks kept) and instructor notebooks, every lesson.
+assignments: $(STAMP)
+	$(BIN)/python scripts/export_notebooks.py --assignments assignments
 
 clean:
 	rm -rf _build

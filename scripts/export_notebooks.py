@@ -1,4 +1,4 @@
-"""Export every lesson (MyST Markdown) to a plain notebook Colab can open: notebooks/NN_name.ipynb.
+"""Export every lesson (MyST Markdown) to plain notebooks: Colab copies, student and instructor versions.
 
 Colab opens only .ipynb files and renders only plain Markdown, so the export
 - drops the hidden check cells (tag ``remove-cell``) and keeps every other code cell as is;
@@ -6,8 +6,19 @@ Colab opens only .ipynb files and renders only plain Markdown, so the export
   into ``\\tag{n}``, ``{eq}`` references into "(n)", citations into "(Author, year)",
   cross-references into their text, label lines removed.
 
-Usage: ``python scripts/export_notebooks.py`` (writes notebooks/) or ``--check`` (exit 1 if
-notebooks/ is out of date). ``make notebooks`` runs the first.
+Two versions of every lesson (see AUTHORING.md for the exercise format):
+- **student**: in every ``solution`` cell the lines between ``### BEGIN SOLUTION`` and
+  ``### END SOLUTION`` become ``raise NotImplementedError(...)``; the "Solution" dropdowns are
+  dropped; the ``check`` cells stay, so the notebook grades itself. The Colab copies in
+  ``notebooks/`` (linked from every page of the site) are the student version.
+- **instructor**: everything, solutions included.
+
+Usage:
+  python scripts/export_notebooks.py            writes notebooks/ (the Colab copies)
+  python scripts/export_notebooks.py --check    exit 1 if notebooks/ is out of date
+  python scripts/export_notebooks.py --assignments DIR
+                                                writes DIR/student/*.ipynb and DIR/instructor/*.ipynb
+``make notebooks`` runs the first, ``make assignments`` the last (into ``assignments/``).
 """
 
 from __future__ import annotations
@@ -105,8 +116,79 @@ def convert_markdown(text: str, bib: dict[str, tuple[str, str]], eqs: dict[str, 
     return text
 
 
-def export(path: Path) -> nbformat.NotebookNode:
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+EXERCISE_TITLE = re.compile(r"^(?::{3,}|`{3,})\{admonition\}\s*(Exercise\s+\d+)\s*\((\w+)\)", re.M)
+SOLUTION_BLOCK = re.compile(r"^(?P<fence>:{3,}|`{3,})\{admonition\}\s*Solution\b.*?^(?P=fence)[ \t]*$\n?", re.M | re.S)
+
+
+def tags(cell) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def stub_source(source: str, exercise: str = "this exercise") -> str:
+    """A solution cell as the student gets it: the marked lines become one NotImplementedError."""
+    lines, out, inside = source.split("\n"), [], False
+    found = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise ValueError(f"{exercise}: nested {BEGIN!r}")
+            inside, found = True, True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f'{indent}raise NotImplementedError("{exercise}: write your solution here")')
+            continue
+        if stripped == END:
+            if not inside:
+                raise ValueError(f"{exercise}: {END!r} without {BEGIN!r}")
+            inside = False
+            continue
+        if not inside:
+            out.append(line)
+    if inside or not found:
+        raise ValueError(f"{exercise}: a solution cell needs a {BEGIN!r} ... {END!r} pair")
+    return "\n".join(out)
+
+
+def drop_solution_text(markdown: str) -> str:
+    """Remove the "Solution" admonitions (the written answers) from a MyST Markdown cell."""
+    return SOLUTION_BLOCK.sub("", markdown).strip("\n")
+
+
+def exercises(nb) -> list[dict]:
+    """The exercises of a lesson notebook, in order: name, kind, solution and check cell indices."""
+    found: list[dict] = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            for name, kind in EXERCISE_TITLE.findall(cell.source):
+                found.append({"name": name, "kind": kind, "solutions": [], "checks": []})
+        elif found and "solution" in tags(cell):
+            found[-1]["solutions"].append(i)
+        elif found and "check" in tags(cell):
+            found[-1]["checks"].append(i)
+    return found
+
+
+def student_version(nb) -> None:
+    """Turn a lesson notebook (read with jupytext) into the student version, in place."""
+    current = "this exercise"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            titles = EXERCISE_TITLE.findall(cell.source)
+            if titles:
+                current = titles[-1][0]
+            cell.source = drop_solution_text(cell.source)
+        elif "solution" in tags(cell):
+            cell.source = stub_source(cell.source, current)
+    nb.cells = [c for c in nb.cells if c.cell_type != "markdown" or c.source.strip()]
+
+
+def export(path: Path, variant: str = "student") -> nbformat.NotebookNode:
+    if variant not in ("student", "instructor"):
+        raise ValueError(f"unknown variant {variant!r}: use student or instructor")
     nb = jupytext.read(path, fmt="md:myst")
+    if variant == "student":
+        student_version(nb)
     bib = bib_labels()
     eqs: dict[str, int] = {}
     # number equations in order of appearance, before references to them are resolved
@@ -122,10 +204,14 @@ def export(path: Path) -> nbformat.NotebookNode:
         if cell.cell_type == "markdown":
             cell.source = convert_markdown(cell.source, bib, eqs)
         cells.append(cell)
+    which = (
+        "Exercises: write your code where a cell raises `NotImplementedError`; the cell after it "
+        "checks your answer." if variant == "student" else "Instructor version: solutions included."
+    )
     note = nbformat.v4.new_markdown_cell(
         f"*This notebook is generated from `lessons/{path.name}` of the course "
         "\"Deep Generative Models: the four-paradigm map\". Run the cells in order; in Colab "
-        "choose Runtime → Change runtime type → GPU first.*"
+        f"choose Runtime → Change runtime type → GPU first. {which}*"
     )
     for i, cell in enumerate([note] + cells):
         cell["id"] = f"cell-{i}"
@@ -146,7 +232,17 @@ def lessons() -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="fail if notebooks/ is out of date")
+    parser.add_argument("--assignments", type=Path, metavar="DIR",
+                        help="write DIR/student/*.ipynb and DIR/instructor/*.ipynb instead of notebooks/")
     args = parser.parse_args(argv)
+    if args.assignments:
+        for variant in ("student", "instructor"):
+            folder = args.assignments / variant
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in lessons():
+                (folder / (path.stem + ".ipynb")).write_text(nbformat.writes(export(path, variant)) + "\n", encoding="utf-8")
+        print(f"wrote {len(lessons())} student and {len(lessons())} instructor notebooks to {args.assignments}/")
+        return 0
     stale = []
     OUT.mkdir(exist_ok=True)
     for path in lessons():

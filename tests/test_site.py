@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -81,3 +82,27 @@ def test_bibliography_resolves(site):
     assert (site / "_static" / "mathjax" / "tex-mml-chtml.js").exists()
     html = (site / "references.html").read_text(encoding="utf-8")
     assert "denoising diffusion probabilistic models" in html.lower()
+
+
+@pytest.mark.site
+def test_executed_notebooks_print_each_line_once(site):
+    """The executed notebooks offered for download hold each printed line once (see _ext/stream_merge_fix.py)."""
+    executed = sorted((site.parent / "jupyter_execute" / "lessons").glob("*.ipynb"))
+    assert len(executed) == len(toc_lessons())
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        for index, cell in enumerate(nb.cells):
+            streams = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+            for i, later in enumerate(streams):
+                for earlier in streams[:i]:
+                    text = later["text"].strip()
+                    assert not (text and earlier["name"] == later["name"] and text in earlier["text"]), (
+                        f"{path.name} cell {index}: {text[:60]!r} printed twice"
+                    )
+
+
+@pytest.mark.site
+def test_notation_page_is_linked(site):
+    html = (site / "notation.html").read_text(encoding="utf-8")
+    assert "grey levels" in html and "temperature" in html
+    assert "notation.html" in (site / "intro.html").read_text(encoding="utf-8")

@@ -1,0 +1,98 @@
+"""The running scoreboard: every model's test NLL on the sklearn digits split, lesson by lesson.
+
+Each lesson that scores a model on the digits test split (447 images, 64 pixels, 17 grey
+levels) records its number here, and prints the table so far. The numbers are written to a
+small JSON file in the cache (``data/cache/scoreboard-<profile>.json``), one per profile, so a
+lesson shows the numbers that earlier lessons produced *in runs on this machine* and nothing
+typed by hand. A lesson that has not been run on this machine is listed as missing, with the
+lesson to run.
+
+    from course_lib import scoreboard
+    scoreboard.record("PixelCNN", lesson=2, nats=test_nll, kind="exact")
+    scoreboard.show()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from . import data, runtime
+
+DIMS = 64  # pixels of one sklearn digit
+KINDS = ("exact", "upper bound", "estimate")
+# What the table expects, in the order of the book: (lesson, model). A row stays "not run yet"
+# until that lesson has recorded it on this machine under the same profile.
+EXPECTED = (
+    (2, "PixelCNN"),
+    (3, "independent pixels"),
+    (4, "RealNVP"),
+)
+
+
+def _path(profile: str | None = None) -> Path:
+    profile = profile or runtime.get_profile()
+    return data.cache_dir() / f"scoreboard-{profile}.json"
+
+
+def load(profile: str | None = None) -> dict[str, dict]:
+    """The recorded rows of one profile (the current one by default), keyed by model name."""
+    path = _path(profile)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"the scoreboard file {path} is damaged ({err}); delete it and rerun the lessons") from err
+
+
+def record(model: str, lesson: int, nats: float, kind: str, note: str = "", profile: str | None = None) -> dict:
+    """Record a model's test negative log-likelihood on the digits split, in nats per image.
+
+    ``kind`` says what the number is: ``"exact"`` (an autoregressive model's NLL), ``"upper
+    bound"`` (a flow on dequantised data, a VAE's -ELBO) or ``"estimate"`` (a stochastic
+    estimate that is neither, e.g. an importance-weighted NLL with few samples).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}: use one of {', '.join(KINDS)}")
+    if not math.isfinite(float(nats)) or nats <= 0:
+        raise ValueError(f"a digits NLL must be a positive number of nats per image, got {nats!r}")
+    rows = load(profile)
+    row = {
+        "lesson": int(lesson),
+        "nats": float(nats),
+        "bits_per_dim": float(nats) / (DIMS * math.log(2)),
+        "kind": kind,
+        "note": note,
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    rows[model] = row
+    path = _path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True), encoding="utf-8")
+    return row
+
+
+def table(profile: str | None = None) -> str:
+    """The scoreboard as text: recorded rows sorted by lesson, then the expected rows not yet run."""
+    profile = profile or runtime.get_profile()
+    rows = load(profile)
+    lines = [
+        f"digits test split (447 images, 64 pixels, 17 levels), profile={profile}",
+        f"{'lesson':>6}  {'model':<28} {'nats/image':>10} {'bits/dim':>9}  kind",
+        f"{'':>6}  {'uniform over 17 levels':<28} {DIMS * math.log(17):>10.2f} {math.log2(17):>9.3f}  exact",
+    ]
+    for name, row in sorted(rows.items(), key=lambda kv: (kv[1]["lesson"], kv[1]["nats"])):
+        extra = f" ({row['note']})" if row.get("note") else ""
+        lines.append(f"{row['lesson']:>6}  {name:<28} {row['nats']:>10.2f} {row['bits_per_dim']:>9.3f}  {row['kind']}{extra}")
+    for lesson, name in EXPECTED:
+        if name not in rows:
+            lines.append(f"{lesson:>6}  {name:<28} {'--':>10} {'--':>9}  not run yet on this machine (run lesson {lesson})")
+    return "\n".join(lines)
+
+
+def show(profile: str | None = None) -> None:
+    """Print the scoreboard of the current profile."""
+    print(table(profile))
