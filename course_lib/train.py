@@ -346,6 +346,6 @@ def evaluate(
         values = fn(data[i : i + batch_size].to(dev))
         if values.dim() != 1:
             raise ValueError(f"evaluate expects fn to return one value per example, got shape {tuple(values.shape)}")
-        total += values.double().sum().item()
+        total += values.detach().to("cpu", torch.float64).sum().item()  # float64 on the CPU: MPS has none
         count += len(values)
     return total / max(count, 1)

@@ -1,0 +1,357 @@
+"""Judging samples of digits: a classifier trained in the course, and the metrics built on it.
+
+Lesson 9 teaches these; lessons 6, 8 and 12-15 use them to score their samples.
+
+* :func:`digit_classifier` trains (once, then reloads from the cache) a small convolutional
+  classifier for the sklearn digits (8x8) or the MNIST digits (28x28) and prints its test
+  accuracy. Its penultimate layer (``num_features`` = 64 numbers per image) is the feature
+  space of the metrics, as the Inception network's is for FID on photographs.
+* :func:`evaluate_samples` computes, on those features, the Fréchet distance and the kernel
+  distance (torchmetrics' FID and KID with our feature network), precision, recall, density
+  and coverage (the ``prdc`` package), the share of samples the classifier labels with
+  confidence >= 0.9, the balance of those labels over the ten classes, and a memorisation
+  check against the training set.
+* :func:`real_baseline` computes the same numbers for held-out *real* images against real
+  images, over several random subsets: the floor a perfect model would reach, and the noise of
+  each metric, so that a lesson can say when two models really differ.
+
+Metrics are computed on the CPU in float64 (Apple's MPS has no float64).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import data as data_mod
+from .runtime import get_profile
+
+DATASETS = {"digits": (8, 16), "mnist": (28, 255)}  # name -> (image size, largest pixel value)
+CONFIDENCE = 0.9
+
+
+def to_unit(images: Tensor, dataset: str) -> Tensor:
+    """Integer pixel values (digits 0..16, MNIST 0..255) as floats in [0, 1]; floats pass through.
+
+    A float tensor is taken to be in [0, 1] already, and checked."""
+    size, top = _dataset(dataset)
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4 or images.shape[1:] != (1, size, size):
+        raise ValueError(
+            f"{dataset} images must have shape (N, 1, {size}, {size}), got {tuple(images.shape)}"
+        )
+    if images.is_floating_point():
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise ValueError(
+                f"float images must lie in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); "
+                f"pass integer levels 0..{top} or divide by {top}"
+            )
+        return images.float()
+    return images.float() / top
+
+
+def _dataset(name: str) -> tuple[int, int]:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+# ----------------------------------------------------------------------------- the classifier
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN on images in [0, 1]; ``features`` is its penultimate layer (64 numbers)."""
+
+    num_features = 64
+    loss_unit = "nats"
+
+    def __init__(self, size: int = 8, width: int = 32):
+        super().__init__()
+        self.size = size
+        pool = 2 if size == 8 else 4  # 8x8 -> 4x4; 28x28 -> 7x7
+        self.body = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(pool),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * width * 4, self.num_features), nn.ReLU(),
+        )
+        self.head = nn.Linear(self.num_features, 10)
+        # Features are standardised with the training images' mean and spread (set once trained),
+        # so that distances between feature sets do not depend on the network's arbitrary scale.
+        self.register_buffer("feature_mean", torch.zeros(self.num_features))
+        self.register_buffer("feature_std", torch.ones(self.num_features))
+
+    def features(self, x: Tensor) -> Tensor:
+        return (self.body(x) - self.feature_mean) / self.feature_std
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.body(x))
+
+    @torch.no_grad()
+    def standardise_features(self, x: Tensor) -> None:
+        raw = self.body(x)
+        self.feature_mean.copy_(raw.mean(0))
+        self.feature_std.copy_(raw.std(0).clamp_min(1e-3))
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(self(x), y)
+
+    @torch.no_grad()
+    def probabilities(self, x: Tensor, batch_size: int = 2048) -> Tensor:
+        dev = next(self.parameters()).device
+        return torch.cat([F.softmax(self(x[i : i + batch_size].to(dev)), -1).cpu() for i in range(0, len(x), batch_size)])
+
+
+class _Features(nn.Module):
+    """The classifier's penultimate layer, in the form torchmetrics wants (``num_features``)."""
+
+    def __init__(self, clf: DigitClassifier):
+        super().__init__()
+        self.clf = clf
+        self.num_features = clf.num_features
+
+    @torch.no_grad()
+    def forward(self, x: Tensor) -> Tensor:
+        return self.clf.features(x.float())
+
+
+def _load(dataset: str, split: str) -> tuple[Tensor, Tensor]:
+    if dataset == "digits":
+        x, y = data_mod.digits(split, verbose=False)
+    else:
+        x, y = data_mod.mnist(split, verbose=False)
+    return to_unit(x, dataset), y
+
+
+def accuracy(clf: DigitClassifier, x: Tensor, y: Tensor) -> float:
+    return float((clf.probabilities(x).argmax(-1) == y).float().mean())
+
+
+def digit_classifier(dataset: str = "digits", steps: int | None = None, verbose: bool = True) -> DigitClassifier:
+    """The course's digit classifier for ``dataset``, trained once and then loaded from the cache.
+
+    ``steps`` defaults to the profile's budget. The checkpoint's name holds the data set, the
+    steps and the architecture version, so a change trains a new one; nothing is deleted.
+    Training always runs on the CPU (seconds for digits, under a minute for MNIST).
+    """
+    from . import train  # here, to keep the import graph flat
+
+    size, _ = _dataset(dataset)
+    if steps is None:
+        profile = get_profile()
+        steps = {"smoke": 150, "cpu": 1500, "gpu": 1500}[profile] if dataset == "digits" else {
+            "smoke": 100, "cpu": 1500, "gpu": 3000}[profile]
+    torch.manual_seed(0)
+    clf = DigitClassifier(size)
+    path = data_mod.cache_dir() / "classifiers" / f"{dataset}-cnn-v2-steps{steps}.pt"
+    if path.exists():
+        clf.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        how = f"loaded from {path.name}"
+    else:
+        x, y = _load(dataset, "train")
+        # small random shifts keep the classifier from judging by exact pixel positions
+        def batches(batch_size: int, generator: torch.Generator):
+            idx = torch.randint(len(x), (batch_size,), generator=generator)
+            shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
+            return torch.roll(x[idx], shifts=shift, dims=(2, 3)), y[idx]
+
+        train.fit(clf, batches, steps=steps, batch_size=128, lr=2e-3, lr_schedule="cosine",
+                  device="cpu", verbose=False, progress=False)
+        clf.eval()
+        clf.standardise_features(x)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(clf.state_dict(), path)
+        how = f"trained for {steps:,} steps, saved to {path.name}"
+    clf.eval()
+    if verbose:
+        xt, yt = _load(dataset, "test")
+        print(f"digit classifier ({dataset}, {how}): test accuracy {accuracy(clf, xt, yt):.3f} on {len(xt)} images")
+    return clf
+
+
+# ----------------------------------------------------------------------------- the metrics
+
+
+@dataclass
+class SampleReport:
+    """Every number :func:`evaluate_samples` computes, for one set of samples."""
+
+    n: int
+    frechet: float  # Fréchet distance of classifier features (FID-style); lower is better
+    kernel: float  # kernel distance (KID-style, unbiased, x 1000); lower is better
+    precision: float  # share of samples inside the real data's manifold
+    recall: float  # share of real data inside the samples' manifold
+    density: float
+    coverage: float
+    confident: float  # share of samples labelled with confidence >= 0.9
+    balance: float  # total variation between the confident labels and uniform (0 = balanced)
+    copies: float  # share of samples nearer to a training image than 95% of held-out real images are
+
+    def __str__(self) -> str:
+        return (
+            f"n={self.n}  Fréchet {self.frechet:.2f}  kernel(x1000) {self.kernel:.2f}  "
+            f"precision {self.precision:.3f}  recall {self.recall:.3f}  density {self.density:.3f}  "
+            f"coverage {self.coverage:.3f}  confident {self.confident:.3f}  balance(TV) {self.balance:.3f}  "
+            f"copies {self.copies:.3f}"
+        )
+
+
+def frechet_distance(real: Tensor, fake: Tensor, clf: DigitClassifier) -> float:
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    metric = FrechetInceptionDistance(feature=_Features(clf), normalize=True)
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(real: Tensor, fake: Tensor, clf: DigitClassifier, subsets: int = 50) -> float:
+    """KID (unbiased MMD^2 with a cubic polynomial kernel), times 1000 as usually reported."""
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    size = min(len(real), len(fake), 200)
+    with warnings.catch_warnings():  # torchmetrics warns that it keeps the features: a few hundred rows here
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=_Features(clf), normalize=True, subset_size=size, subsets=subsets)
+        metric.update(real, real=True)
+        metric.update(fake, real=False)
+        mean, _ = metric.compute()
+    return 1000 * float(mean)
+
+
+def manifold_metrics(real_features: Tensor, fake_features: Tensor, k: int = 5) -> dict[str, float]:
+    """Precision, recall, density and coverage (Naeem et al. 2020) with the ``prdc`` package."""
+    from prdc import compute_prdc
+
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes
+        out = compute_prdc(real_features.double().numpy(), fake_features.double().numpy(), nearest_k=k)
+    return {key: float(value) for key, value in out.items()}
+
+
+def confident_labels(clf: DigitClassifier, x: Tensor, threshold: float = CONFIDENCE) -> tuple[float, Tensor]:
+    """Share of images labelled with probability >= threshold, and the counts of those labels per class."""
+    probs = clf.probabilities(x)
+    top, label = probs.max(-1)
+    keep = top >= threshold
+    return float(keep.float().mean()), torch.bincount(label[keep], minlength=10)
+
+
+def balance(counts: Tensor) -> float:
+    """Total variation distance between the label histogram and the uniform one (0 balanced, 0.9 one class)."""
+    total = counts.sum()
+    if total == 0:
+        return 1.0
+    return float(0.5 * (counts.double() / total - 0.1).abs().sum())
+
+
+def _nearest(a: Tensor, b: Tensor) -> Tensor:
+    return torch.cdist(a.flatten(1).double(), b.flatten(1).double()).min(1).values
+
+
+def copy_share(samples: Tensor, train: Tensor, heldout: Tensor, quantile: float = 0.05) -> float:
+    """Memorisation: share of samples closer (in pixels) to their nearest training image than
+    a ``quantile`` of held-out real images are to theirs. Fresh real data scores about ``quantile``;
+    a model that copies its training set scores near 1."""
+    threshold = torch.quantile(_nearest(heldout, train), quantile)
+    return float((_nearest(samples, train) <= threshold).double().mean())
+
+
+def evaluate_samples(
+    samples: Tensor,
+    real: Tensor,
+    clf: DigitClassifier,
+    dataset: str = "digits",
+    train: Tensor | None = None,
+    heldout: Tensor | None = None,
+) -> SampleReport:
+    """All metrics of ``samples`` against ``real`` images (both as levels or floats in [0, 1]).
+
+    ``train`` and ``heldout`` (real images not trained on) give the memorisation check; without
+    them ``copies`` is NaN.
+    """
+    fake, real = to_unit(samples.detach().cpu(), dataset), to_unit(real.detach().cpu(), dataset)
+    clf = clf.cpu().eval()
+    for name, x in (("samples", fake), ("real images", real)):
+        if len(x) < 2 * clf.num_features:
+            raise ValueError(
+                f"{len(x)} {name} are too few for a Fréchet distance on {clf.num_features} features: "
+                f"use at least {2 * clf.num_features}"
+            )
+    with torch.no_grad():
+        f_real, f_fake = clf.features(real), clf.features(fake)
+    manifold = manifold_metrics(f_real, f_fake)
+    share, counts = confident_labels(clf, fake)
+    copies = math.nan
+    if train is not None and heldout is not None:
+        copies = copy_share(fake, to_unit(train.cpu(), dataset), to_unit(heldout.cpu(), dataset))
+    return SampleReport(
+        n=len(fake),
+        frechet=frechet_distance(real, fake, clf),
+        kernel=kernel_distance(real, fake, clf),
+        confident=share,
+        balance=balance(counts),
+        copies=copies,
+        **manifold,
+    )
+
+
+@dataclass
+class Baseline:
+    """Real-vs-real numbers over random subsets: the mean (a perfect model's score) and the spread."""
+
+    mean: SampleReport
+    std: SampleReport
+    repeats: int
+
+    def __str__(self) -> str:
+        cells = []
+        for f in fields(SampleReport):
+            if f.name == "n":
+                continue
+            cells.append(f"{f.name} {getattr(self.mean, f.name):.3f} ± {getattr(self.std, f.name):.3f}")
+        return f"real vs real, {self.repeats} random splits of n={self.mean.n}: " + ", ".join(cells)
+
+
+def real_baseline(pool: Tensor, clf: DigitClassifier, n: int, repeats: int = 5, dataset: str = "digits",
+                  train: Tensor | None = None, seed: int = 0) -> Baseline:
+    """Split a pool of real held-out images in two halves of ``n``, ``repeats`` times, and score
+    one half as "samples" against the other: what a model that samples the data itself would get."""
+    if 2 * n > len(pool):
+        raise ValueError(f"the pool has {len(pool)} images: two halves of n={n} need {2 * n}")
+    gen = torch.Generator().manual_seed(seed)
+    reports = []
+    for _ in range(repeats):
+        perm = torch.randperm(len(pool), generator=gen)
+        a, b = pool[perm[:n]], pool[perm[n : 2 * n]]
+        rest = pool[perm[2 * n :]] if len(pool) > 2 * n else b
+        reports.append(evaluate_samples(a, b, clf, dataset, train=train, heldout=rest if train is not None else None))
+    table = np.array([[getattr(r, f.name) for f in fields(SampleReport)] for r in reports], dtype=float)
+    mean = SampleReport(**{f.name: v for f, v in zip(fields(SampleReport), table.mean(0))})
+    std = SampleReport(**{f.name: v for f, v in zip(fields(SampleReport), table.std(0, ddof=1))})
+    mean.n, std.n = n, 0
+    return Baseline(mean=mean, std=std, repeats=repeats)
+
+
+def as_dict(report: SampleReport) -> dict[str, float]:
+    return asdict(report)
+
+
+__all__ = [
+    "DigitClassifier", "digit_classifier", "to_unit", "accuracy", "SampleReport", "evaluate_samples",
+    "frechet_distance", "kernel_distance", "manifold_metrics", "confident_labels", "balance",
+    "copy_share", "Baseline", "real_baseline",
+]
