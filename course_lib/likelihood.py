@@ -12,12 +12,16 @@ the integers), so a density model is trained and scored on ``y = (x + u) / level
 
 where P(x) is the mass p puts on x's cell. So ``-log p(y) - log vol`` is, on average over u,
 an upper bound on the discrete negative log-likelihood, in the same units as an exact model's.
+For a Gaussian density, ``log_normal_cell_probability`` gives log P(x) itself, accurately far
+in the tails.
 
 KL. ``gaussian_kl`` is the closed form between two Gaussians; ``mc_kl`` the Monte-Carlo
 estimate with its standard error. ``Gaussian`` is a full-covariance Gaussian model, fitted to
 samples by forward KL (``fit_forward_kl``: the sample moments, which maximum likelihood also
 finds) or to a target density by reverse KL (``fit_reverse_kl``: gradient descent on samples
 drawn from the model itself, with the reparameterisation trick; no data is involved).
+``gaussian_expectation`` computes E_q[f] for a Gaussian q in 1 or 2 dimensions by quadrature,
+so that small reverse-KL problems can be solved, and their stationary points checked, exactly.
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ def uniform_dequantize(
     ``(N,)``, D = values per example). For any density p on y,
     ``-(log p(y) + log_volume)`` is on average over u an upper bound on -log P(x) in nats.
     """
+    dims = _check_integer_levels(x, levels)
+    u = torch.rand(x.shape, generator=generator).to(x.device)  # uniform noise in [0, 1)
+    y = (x.float() + u) / levels  # each value spread over its cell [x/L, (x+1)/L)
+    log_volume = torch.full((len(x),), -dims * math.log(levels), device=x.device)  # log L^-D
+    return y, log_volume
+
+
+def _check_integer_levels(x: Tensor, levels: int) -> int:
+    """Raise a helpful error unless x holds integers in 0..levels-1; return D, the values per example."""
     if not isinstance(x, Tensor):
         raise TypeError(f"uniform_dequantize expects a torch.Tensor, got {type(x).__name__}")
     if x.is_floating_point() or x.dtype == torch.bool:
@@ -79,11 +92,22 @@ def uniform_dequantize(
         raise ValueError(
             f"values must lie in 0..{levels - 1}, got min {int(x.min())}, max {int(x.max())}"
         )
-    u = torch.rand(x.shape, generator=generator, device=x.device if generator is None else "cpu")
-    y = (x.float() + u.to(x.device)) / levels
-    dims = x[0].numel() if x.dim() > 1 else 1
-    log_volume = torch.full((len(x),), -dims * math.log(levels), device=x.device)
-    return y, log_volume
+    return x[0].numel() if x.dim() > 1 else 1
+
+
+def log_normal_cell_probability(lo: Tensor, hi: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """log P(lo <= y < hi) for y ~ N(mean, std^2), elementwise, accurate far in the tails.
+
+    The plain ``log(Phi(b) - Phi(a))`` rounds to log 0 once both CDF values are within 1e-16 of
+    1 (a cell far above the mean). Cells above the mean are mirrored to below it, where
+    ``Phi(b) - Phi(a) = Phi(-a) - Phi(-b)`` is a difference of tiny numbers that log-space
+    keeps: ``log Phi(b) + log(1 - exp(log Phi(a) - log Phi(b)))``.
+    """
+    a, b = (lo - mean) / std, (hi - mean) / std
+    upper = a > 0
+    a, b = torch.where(upper, -b, a), torch.where(upper, -a, b)
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log1p(-torch.exp(log_a - log_b))
 
 
 # ----------------------------------------------------------------------------- KL
@@ -94,20 +118,27 @@ def gaussian_kl(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> Ten
 
     0.5 * [ tr(S1^-1 S0) + (m1 - m0)^T S1^-1 (m1 - m0) - D + ln det S1 - ln det S0 ].
     """
-    m0, s0, m1, s1 = (t.double() for t in (mean0, cov0, mean1, cov1))
+    m0, s0, m1, s1 = _check_gaussian_pair(mean0, cov0, mean1, cov1)
     d = m0.shape[-1]
-    if s0.shape != (d, d) or s1.shape != (d, d) or m1.shape != (d,):
+    a1 = torch.linalg.cholesky(s1)  # S1 = A1 A1^T
+    diff = (m1 - m0)[:, None]
+    trace = torch.cholesky_solve(s0, a1).diagonal().sum()  # tr(S1^-1 S0)
+    maha = (diff * torch.cholesky_solve(diff, a1)).sum()  # (m1 - m0)^T S1^-1 (m1 - m0)
+    logdet1 = 2 * a1.diagonal().log().sum()
+    logdet0 = torch.linalg.slogdet(s0)[1]
+    return 0.5 * (trace + maha - d + logdet1 - logdet0)
+
+
+def _check_gaussian_pair(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """The four arguments of gaussian_kl in float64, after checking their shapes."""
+    m0, s0, m1, s1 = (torch.as_tensor(t).double() for t in tensors)
+    d = m0.shape[-1]
+    if m0.shape != (d,) or s0.shape != (d, d) or s1.shape != (d, d) or m1.shape != (d,):
         raise ValueError(
             f"gaussian_kl expects means of shape (D,) and covariances (D, D); got {tuple(m0.shape)}, "
             f"{tuple(s0.shape)}, {tuple(m1.shape)}, {tuple(s1.shape)}"
         )
-    l1 = torch.linalg.cholesky(s1)
-    diff = (m1 - m0)[:, None]
-    a = torch.cholesky_solve(s0, l1)  # S1^-1 S0
-    maha = (diff * torch.cholesky_solve(diff, l1)).sum()
-    logdet1 = 2 * l1.diagonal().log().sum()
-    logdet0 = torch.linalg.slogdet(s0)[1]
-    return 0.5 * (a.diagonal().sum() + maha - d + logdet1 - logdet0)
+    return m0, s0, m1, s1
 
 
 @dataclass
@@ -117,6 +148,12 @@ class MCEstimate:
     value: float
     stderr: float
     n: int
+
+    @classmethod
+    def of(cls, values: Tensor) -> "MCEstimate":
+        """The mean of the values and its standard error."""
+        n = len(values)
+        return cls(values.mean().item(), (values.std() / math.sqrt(n)).item(), n)
 
     def __str__(self) -> str:
         return f"{self.value:.4f} +/- {self.stderr:.4f} (n={self.n:,})"
@@ -128,13 +165,24 @@ def mc_kl(p, q, n: int = 10_000) -> MCEstimate:
     ``p`` and ``q`` are anything with ``sample((n,))`` and ``log_prob`` (torch.distributions,
     or a course model wrapped by ``as_distribution``). Only p must be sampled; both densities
     must be known, normalising constants included. Unbiased; seed torch for a repeatable draw.
+
+    The standard error is the sample standard deviation of the log-ratios over sqrt(n). It means
+    something only when the log-ratio has a finite variance under p. When q has lighter tails
+    than p (a Gaussian q for a Student-t p with 3 to 4 degrees of freedom, say), the KL can be
+    finite while that variance is infinite: the estimate then converges slowly, and the printed
+    standard error is typically far too small, because the rare samples that carry the missing
+    variance are usually absent.
     """
-    if not isinstance(n, int) or n < 2:
-        raise ValueError(f"mc_kl needs n >= 2 samples, got {n!r}")
+    _check_n_samples(n)
     with torch.no_grad():
         x = p.sample((n,))
-        values = _log_prob(p, x) - _log_prob(q, x)
-    return MCEstimate(values.mean().item(), (values.std() / math.sqrt(n)).item(), n)
+        values = _log_prob(p, x) - _log_prob(q, x)  # log p(x) - log q(x), x ~ p
+    return MCEstimate.of(values)
+
+
+def _check_n_samples(n) -> None:
+    if not isinstance(n, int) or n < 2:
+        raise ValueError(f"mc_kl needs n >= 2 samples, got {n!r}")
 
 
 def _log_prob(dist, x: Tensor) -> Tensor:
@@ -150,7 +198,7 @@ def _log_prob(dist, x: Tensor) -> Tensor:
 
 
 class Gaussian(GenerativeModel):
-    """N(mean, L L^T) in R^dim with L lower-triangular, positive diagonal (stored as its log).
+    """N(mean, A A^T) in R^dim with A lower-triangular, positive diagonal (stored as its log).
 
     Its ``loss`` is the negative log-likelihood of data (forward KL up to a constant), so it
     trains with :func:`course_lib.train.fit`; ``reverse_kl`` needs a target density instead.
@@ -176,8 +224,8 @@ class Gaussian(GenerativeModel):
 
     @property
     def covariance(self) -> Tensor:
-        L = self.scale_tril
-        return L @ L.T
+        A = self.scale_tril
+        return A @ A.T
 
     def distribution(self) -> torch.distributions.MultivariateNormal:
         return torch.distributions.MultivariateNormal(self.mean, scale_tril=self.scale_tril)
@@ -191,7 +239,7 @@ class Gaussian(GenerativeModel):
         return -self.log_prob(x).mean()
 
     def rsample(self, n: int) -> Tensor:
-        """Differentiable samples: mean + L eps, eps ~ N(0, I) (the reparameterisation trick)."""
+        """Differentiable samples: mean + A eps, eps ~ N(0, I) (the reparameterisation trick)."""
         eps = torch.randn(n, self.dim, device=self.mean.device)
         return self.mean + eps @ self.scale_tril.T
 
@@ -201,7 +249,7 @@ class Gaussian(GenerativeModel):
         return self.rsample(n)
 
     def entropy(self) -> Tensor:
-        """H = 0.5 D ln(2 pi e) + sum log diag(L), exact."""
+        """H = 0.5 D ln(2 pi e) + sum log diag(A), exact."""
         return 0.5 * self.dim * (1 + math.log(2 * math.pi)) + self.log_diag.sum()
 
     def reverse_kl(self, target_log_prob: Callable[[Tensor], Tensor], n: int = 256) -> Tensor:
@@ -230,11 +278,11 @@ def fit_forward_kl(x: Tensor) -> Gaussian:
     mean = xd.mean(0)
     cov = (xd - mean).T @ (xd - mean) / len(xd)
     model = Gaussian(x.shape[1])
-    L = torch.linalg.cholesky(cov)
+    A = torch.linalg.cholesky(cov)
     with torch.no_grad():
         model.mean.copy_(mean.float())
-        model.log_diag.copy_(L.diagonal().log().float())
-        model.off_diag.copy_(torch.tril(L, -1).float())
+        model.log_diag.copy_(A.diagonal().log().float())
+        model.off_diag.copy_(torch.tril(A, -1).float())
     return model
 
 
@@ -244,7 +292,6 @@ class ReverseKLResult:
 
     history: list[float]
     means: Tensor
-    seconds: float
 
 
 def fit_reverse_kl(
@@ -261,23 +308,41 @@ def fit_reverse_kl(
     with the target's log-density and the model's own (exact) entropy, and steps downhill.
     ``history`` holds the estimate of KL(q || p) per step (exact up to p's normaliser).
     """
-    import time
-
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    _check_steps(steps)
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: list[float] = []
-    means: list[Tensor] = []
-    t0 = time.perf_counter()
-    model.train()
+    history, means = [], []
     for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        loss = model.reverse_kl(target_log_prob, n)
+        opt.zero_grad()
+        loss = model.reverse_kl(target_log_prob, n)  # -H(q) - mean of log p(mu + A eps)
         loss.backward()
         opt.step()
         history.append(loss.item())
         means.append(model.mean.detach().clone())
-    model.eval()
-    stacked = torch.stack(means) if means else torch.empty(0, model.dim)
-    return ReverseKLResult(history, stacked.cpu(), time.perf_counter() - t0)
+    return ReverseKLResult(history, torch.stack(means) if means else torch.empty(0, model.dim))
+
+
+def _check_steps(steps) -> None:
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+
+
+def gaussian_expectation(
+    f: Callable[[Tensor], Tensor], mean: Tensor, scale_tril: Tensor, step: float = 0.1, lim: float = 8.0
+) -> Tensor:
+    """E[f(z)] for z ~ N(mean, A A^T), A = scale_tril, by quadrature on a grid (float64).
+
+    z = mean + A eps, with eps on a regular grid of spacing ``step`` over [-lim, lim]^D, each point
+    weighted by the standard normal density times step^D (the trapezoid rule; D = 1 or 2). For
+    smooth f the error falls faster than any power of the step; it stays reliable where
+    Gauss-Hermite quadrature is slow, e.g. for log p of a mixture with narrow modes, which bends
+    sharply between them. Differentiable in mean and scale_tril, so a Gaussian can be fitted by
+    reverse KL with no sampling noise: minimise -H(q) - gaussian_expectation(log p, ...).
+    """
+    d = mean.shape[-1]
+    x1 = torch.arange(-lim, lim + step / 2, step, dtype=torch.float64)
+    w1 = torch.exp(-0.5 * x1**2) / math.sqrt(2 * math.pi) * step
+    eps = torch.cartesian_prod(*[x1] * d).reshape(-1, d)
+    weights = torch.cartesian_prod(*[w1] * d).reshape(-1, d).prod(1)
+    z = mean.double() + eps @ scale_tril.double().T
+    return (weights * f(z)).sum()

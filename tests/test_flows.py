@@ -8,6 +8,7 @@ import torch
 from torch.autograd.functional import jacobian
 
 from course_lib import likelihood, metrics, train
+from course_lib.checks import lesson04
 from course_lib.models import ActNorm, AffineCoupling, DigitsFlow, LogitTransform, Permutation, RealNVP
 from course_lib.models.flows import checkerboard_masks, half_masks
 
@@ -93,6 +94,64 @@ def test_masks():
     assert board[0].tolist() == [1, 0, 0, 1] and board[1].tolist() == [0, 1, 1, 0]
 
 
+def test_every_coordinate_is_transformed():
+    """Alternating halves transform each coordinate in every other coupling; after random
+    permutations nothing guarantees it, so the digits flow's configuration is checked here."""
+    assert RealNVP(dim=5, couplings=4).transformed_counts().tolist() == [2, 2, 2, 2, 2]
+    same = RealNVP(dim=2, couplings=3, masks=[torch.tensor([1.0, 0.0])] * 3)
+    assert same.transformed_counts().tolist() == [0, 3]  # the first coordinate is never transformed
+    # the lesson's digits flow (12 couplings, permute=True, seed 0): every pixel transformed at least twice
+    digits = DigitsFlow(couplings=12, hidden=8, permute=True)
+    counts = digits.flow.transformed_counts()
+    assert counts.sum().item() == 12 * 32 and counts.min().item() >= 2, counts
+    # the count follows the permutations: check it against a brute-force trace of one coordinate
+    flow = RealNVP(dim=6, couplings=5, hidden=8, permute=True, seed=3)
+    for coord in range(6):
+        pos, n = coord, 0
+        for layer in flow.layers:
+            if isinstance(layer, AffineCoupling):
+                n += int(layer.mask[pos] == 0)
+            elif isinstance(layer, Permutation):
+                pos = int((layer.perm == pos).nonzero())
+        assert flow.transformed_counts()[coord].item() == n
+
+
+def test_affine_coupling_passes_the_lesson_check():
+    """The known-answer check of the lesson's coding exercise, on the library's own layer."""
+    lesson04.check_affine_coupling(AffineCoupling)
+
+
+class _WrongLogdet(AffineCoupling):
+    def forward(self, x):
+        y, logdet = super().forward(x)
+        return y, -logdet
+
+
+class _ConditionsOnEverything(AffineCoupling):
+    def forward(self, x):
+        s, t = self.scale_shift(x)  # wrong: s and t must depend on the kept half only
+        return x * self.mask + (1 - self.mask) * x * s.exp() + t, s.sum(-1)
+
+
+class _NoInverse(AffineCoupling):
+    def inverse(self, y):
+        return y, torch.zeros(len(y), dtype=y.dtype)
+
+
+@pytest.mark.parametrize("wrong", [_WrongLogdet, _ConditionsOnEverything, _NoInverse])
+def test_lesson_check_catches_wrong_couplings(wrong):
+    with pytest.raises(AssertionError):
+        lesson04.check_affine_coupling(wrong)
+
+
+def test_logit_box():
+    logit = LogitTransform(0.01)
+    lo, hi = logit.bounds
+    assert lo == pytest.approx(math.log(0.01 / 0.99)) and hi == pytest.approx(-lo)
+    s, _ = logit(torch.tensor([[0.0, 1.0 - 1e-7, 0.5]]))
+    assert s[0, 0].item() == pytest.approx(lo, abs=1e-5) and s[0, 1].item() == pytest.approx(hi, abs=1e-4)
+
+
 # ----------------------------------------------------------------------------- digits
 
 
@@ -158,8 +217,10 @@ def test_digits_flow_interface():
     x = torch.randint(0, 17, (32, 1, 8, 8))
     model.initialize(x)
     assert model.loss(x).dim() == 0
-    assert model.log_prob(x).shape == (32,)
+    assert model.log_prob_bound(x).shape == (32,)
     assert model.log_prob_bound(x, samples=3).shape == (32,)
+    with pytest.raises(NotImplementedError, match="log_prob_bound"):
+        model.log_prob(x)  # a bound is not a log-probability: generic code must not take one for the other
     with metrics.count_calls(model.sampling_network) as calls:
         s = model.sample(10)
     assert calls[0] == 1  # a flow samples in one pass
@@ -179,6 +240,8 @@ def test_bad_input_errors():
         digits.loss(torch.zeros(4, 64, dtype=torch.long))
     with pytest.raises(ValueError, match=r"0\.\.16"):
         digits.loss(torch.full((4, 1, 8, 8), 17))
+    with pytest.raises(ValueError, match="positive int"):
+        digits.log_prob_bound(torch.zeros(4, 1, 8, 8, dtype=torch.long), samples=0)
     with pytest.raises(ValueError, match="mask"):
         AffineCoupling(torch.ones(4))
     with pytest.raises(ValueError, match="alpha"):

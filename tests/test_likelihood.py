@@ -184,7 +184,7 @@ def test_reverse_kl_fit_lands_on_one_mode(seed):
     assert nearest.min() < 0.1  # on a mode's centre
     cov = model.covariance.detach()
     assert torch.allclose(cov, std**2 * torch.eye(2), atol=0.3 * std**2)  # with that mode's shape
-    # one mode of an equal mixture of K far-apart modes: KL(q || p) = ln K (to sampling error)
+    # one mode of an equal mixture of J far-apart modes: KL(q || p) = ln J (to sampling error)
     assert sum(result.history[-100:]) / 100 == pytest.approx(math.log(modes), abs=0.03)
 
 
@@ -201,3 +201,91 @@ def test_gaussian_model_interface_and_errors():
         Gaussian(2, scale=0.0)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
         likelihood.fit_forward_kl(torch.zeros(5))
+
+
+# ----------------------------------------------------------------------------- lesson 3's helpers
+
+
+def test_the_gaussian_kl_exercise_check_passes_on_the_library():
+    from course_lib.checks import lesson03
+
+    lesson03.check_gaussian_kl(likelihood.gaussian_kl)
+
+
+def test_the_gaussian_kl_exercise_check_catches_common_mistakes():
+    from course_lib.checks import lesson03
+
+    def swapped(m0, s0, m1, s1):
+        return likelihood.gaussian_kl(m1, s1, m0, s0)
+
+    def no_half(m0, s0, m1, s1):
+        return 2 * likelihood.gaussian_kl(m0, s0, m1, s1)
+
+    def wrong_trace(m0, s0, m1, s1):  # tr(S0^-1 S1) instead of tr(S1^-1 S0)
+        m0, s0, m1, s1 = (t.double() for t in (m0, s0, m1, s1))
+        d = len(m0)
+        diff = m1 - m0
+        return 0.5 * (torch.linalg.solve(s0, s1).trace() + diff @ torch.linalg.solve(s1, diff) - d
+                      + torch.logdet(s1) - torch.logdet(s0))
+
+    with pytest.raises(AssertionError, match="other direction"):
+        lesson03.check_gaussian_kl(swapped)
+    with pytest.raises(AssertionError, match="twice"):
+        lesson03.check_gaussian_kl(no_half)
+    with pytest.raises(AssertionError, match="expected"):
+        lesson03.check_gaussian_kl(wrong_trace)
+    with pytest.raises(AssertionError, match="one number"):
+        lesson03.check_gaussian_kl(lambda m0, s0, m1, s1: torch.zeros(2))
+
+
+def test_log_normal_cell_probability_matches_the_cdf_and_survives_the_far_tail():
+    mean, std = torch.tensor(0.3, dtype=torch.float64), torch.tensor(0.2, dtype=torch.float64)
+    lo = torch.linspace(-1.0, 1.0, 21, dtype=torch.float64)
+    hi = lo + 0.1
+    normal = torch.distributions.Normal(mean, std)
+    direct = (normal.cdf(hi) - normal.cdf(lo)).log()
+    got = likelihood.log_normal_cell_probability(lo, hi, mean, std)
+    assert torch.allclose(got, direct, rtol=1e-9, atol=1e-12)
+    # 20 to 21 standard deviations above the mean: Phi rounds to 1 on both edges, the log does not
+    far = likelihood.log_normal_cell_probability(mean + 20 * std, mean + 21 * std, mean, std)
+    tail = torch.special.log_ndtr(torch.tensor(-20.0, dtype=torch.float64))  # log P(Z > 20)
+    assert torch.isfinite(far) and far.item() == pytest.approx(tail.item(), abs=1e-6)
+    below = likelihood.log_normal_cell_probability(mean - 21 * std, mean - 20 * std, mean, std)
+    assert below.item() == pytest.approx(far.item(), rel=1e-12)  # the mirror image
+
+
+def test_gaussian_expectation_by_quadrature():
+    mean = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    a = torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64)
+    cov = a @ a.T
+    # second moments exactly, and E[log N(z; mean, cov)] = -H
+    assert likelihood.gaussian_expectation(lambda z: z[:, 0] * z[:, 1], mean, a).item() == pytest.approx(
+        (cov[0, 1] + mean[0] * mean[1]).item(), rel=1e-12)
+    mvn = MVN(mean, scale_tril=a)
+    assert likelihood.gaussian_expectation(mvn.log_prob, mean, a).item() == pytest.approx(-mvn.entropy().item(), rel=1e-12)
+    # a non-polynomial: E[exp(z_0)] = exp(mean + var / 2)
+    assert likelihood.gaussian_expectation(lambda z: z[:, 0].exp(), mean, a).item() == pytest.approx(
+        math.exp(0.5 + 0.5), rel=1e-10)
+    # in 1D too, and differentiable: d/dmu E[z^2] = 2 mu
+    mu = torch.tensor([0.7], dtype=torch.float64, requires_grad=True)
+    e = likelihood.gaussian_expectation(lambda z: z[:, 0] ** 2, mu, torch.eye(1, dtype=torch.float64) * 0.5)
+    e.backward()
+    assert e.item() == pytest.approx(0.49 + 0.25) and mu.grad.item() == pytest.approx(1.4)
+
+
+def test_monte_carlo_kl_standard_error_is_unreliable_with_heavy_tails():
+    # KL(t_3 || N(0, 1)) is finite, but log p - log q ~ x^2 / 2 has infinite variance under t_3:
+    # the estimate is usually below the truth by more than the standard error it reports
+    p = torch.distributions.StudentT(torch.tensor(3.0, dtype=torch.float64))
+    q = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    exact = (-p.entropy() + 0.5 * math.log(2 * math.pi) + 0.5 * 3.0).item()  # E[x^2] = 3
+    torch.manual_seed(0)
+    estimates = [likelihood.mc_kl(p, q, n=1000) for _ in range(200)]
+    misses = sum(abs(e.value - exact) > 2 * e.stderr for e in estimates)
+    assert misses > 0.15 * len(estimates)  # an honest 2-standard-error interval misses about 5%
+    # a light-tailed pair for contrast: the interval is honest
+    q_wide = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 2.0)
+    p_n = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64), 1.0)
+    exact_n = torch.distributions.kl_divergence(p_n, q_wide).item()
+    estimates = [likelihood.mc_kl(p_n, q_wide, n=1000) for _ in range(200)]
+    assert sum(abs(e.value - exact_n) > 2 * e.stderr for e in estimates) < 0.1 * len(estimates)

@@ -13,18 +13,25 @@ Every layer here has ``forward(x) -> (y, logdet)`` and ``inverse(y) -> (x, logde
   amounts computed from the kept ones: y = x_keep + (1 - mask) * (x * exp(s(x_keep)) + t(x_keep)).
   The Jacobian is triangular, so log |det| = sum of the log-scales s.
 * ``ActNorm``: a per-coordinate affine map, set from the first batch so outputs start standardised.
-* ``Permutation``: a fixed shuffle of the coordinates (log-det 0), so that every coordinate is
-  transformed by some layer and conditions others in the next.
-* ``LogitTransform``: (0, 1) -> R, used as pre-processing of image data; its log-det counts.
+* ``Permutation``: a fixed shuffle of the coordinates (log-det 0), so that the coordinates that
+  condition and the coordinates that are transformed change from one coupling to the next.
+* ``LogitTransform``: (0, 1) -> the box (logit alpha, logit(1 - alpha)), used as pre-processing of
+  image data; its log-det counts.
 
 ``RealNVP`` stacks them into a model of points in R^dim. ``DigitsFlow`` wraps one around integer
 images: it dequantises (uniform noise), applies the logit transform and reports, in nats per
 image, an upper bound on the *discrete* negative log-likelihood, comparable with the exact NLL
-of a discrete model (an autoregressive one, say).
+of a discrete model (an autoregressive one, say). It has no exact ``log_prob`` of an integer
+image, only ``log_prob_bound``.
+
+The functions a lesson shows (``AffineCoupling.scale_shift/forward/inverse``, ``RealNVP.forward``,
+``RealNVP.sample``, ``DigitsFlow.log_prob_bound``) are the math; their argument checks live in
+the small decorators below.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -43,6 +50,47 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
 
 def _zeros(x: Tensor) -> Tensor:
     return x.new_zeros(x.shape[0])
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def checks_points(method):
+    """Decorator: ``method(self, x, ...)`` gets a float batch of shape (N, self.dim), or a clear error."""
+
+    @functools.wraps(method)
+    def wrapper(self, x, *args, **kwargs):
+        check_points(x, self.dim, type(self).__name__)
+        return method(self, x, *args, **kwargs)
+
+    return wrapper
+
+
+def checks_n(method):
+    """Decorator: ``method(self, n, ...)`` gets a positive int ``n``, or a clear error."""
+
+    @functools.wraps(method)
+    def wrapper(self, n, *args, **kwargs):
+        check_n(n, type(self).__name__)
+        return method(self, n, *args, **kwargs)
+
+    return wrapper
+
+
+def checks_images(method):
+    """Decorator: ``method(self, x, samples=1)`` gets integer images of ``self.shape`` in 0..levels-1."""
+
+    @functools.wraps(method)
+    def wrapper(self, x, samples=1, *args, **kwargs):
+        self._check(x)
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+            raise ValueError(f"samples must be a positive int, got {samples!r}")
+        return method(self, x, samples, *args, **kwargs)
+
+    return wrapper
+
+
+# ----------------------------------------------------------------------------- layers
 
 
 class AffineCoupling(nn.Module):
@@ -78,21 +126,22 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def scale_shift(self, x_kept: Tensor) -> tuple[Tensor, Tensor]:
+        """The log-scale s and shift t, functions of the kept coordinates only."""
         s, t = self.net(x_kept).chunk(2, dim=-1)
-        s = self.scale_limit * torch.tanh(s / self.scale_limit)
+        s = self.scale_limit * torch.tanh(s / self.scale_limit)  # soft clamp: |s| < scale_limit
         free = 1 - self.mask
         return s * free, t * free  # kept coordinates: scale 1 (log 0), shift 0
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_kept = x * self.mask
         s, t = self.scale_shift(x_kept)
-        y = x_kept + (1 - self.mask) * x * s.exp() + t
-        return y, s.sum(-1)
+        y = x_kept + (1 - self.mask) * x * s.exp() + t  # y_a = x_a, y_b = x_b exp(s) + t
+        return y, s.sum(-1)  # log|det J| = sum of the log-scales
 
     def inverse(self, y: Tensor) -> tuple[Tensor, Tensor]:
         y_kept = y * self.mask  # the kept coordinates pass unchanged, so s and t can be recomputed
         s, t = self.scale_shift(y_kept)
-        x = y_kept + (1 - self.mask) * (y - t) * (-s).exp()
+        x = y_kept + (1 - self.mask) * (y - t) * (-s).exp()  # x_b = (y_b - t) exp(-s)
         return x, -s.sum(-1)
 
 
@@ -144,10 +193,12 @@ class Permutation(nn.Module):
 
 
 class LogitTransform(nn.Module):
-    """(0, 1) -> R: s = logit(alpha + (1 - 2 alpha) y), with its log-det.
+    """(0, 1)^D -> the box (logit alpha, logit(1 - alpha))^D: s = logit(alpha + (1 - 2 alpha) y).
 
-    Squeezing by alpha keeps y = 0 and y = 1 away from logit's infinities. Pixel values near
-    the ends of their range (very common in digit images) become the tails of R, where an
+    Squeezing by alpha keeps y = 0 and y = 1 away from logit's infinities, so the image is a box,
+    not all of R^D: the mass a flow on s puts outside the box belongs to no y in (0, 1)^D and is
+    lost (the probabilities of the discrete images then sum to less than 1). Pixel values near
+    the ends of their range (very common in digit images) go to the faces of the box, where an
     affine flow can place sharp peaks of mass cheaply.
     """
 
@@ -169,6 +220,12 @@ class LogitTransform(nn.Module):
         logdet = (p.log() + (-p).log1p() - math.log(1 - 2 * self.alpha)).sum(-1)
         return y, logdet
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The box the logit maps (0, 1) onto, per coordinate: (logit alpha, logit(1 - alpha))."""
+        edge = math.log(self.alpha) - math.log1p(-self.alpha)
+        return edge, -edge
+
 
 def half_masks(dim: int, n: int) -> list[Tensor]:
     """n masks alternating between 'keep the first half' and 'keep the second half'."""
@@ -188,10 +245,15 @@ def checkerboard_masks(height: int, width: int, n: int) -> list[Tensor]:
 class RealNVP(GenerativeModel):
     """A RealNVP flow on R^dim with a standard-normal base density.
 
-    Layers, for each of ``couplings`` blocks: ActNorm (if ``actnorm``), an affine coupling that
-    alternates between the two halves of the coordinates, and (if ``permute``) a fixed random
-    permutation drawn from ``seed``. ``forward(x)`` maps data to latents with the log-det;
-    ``forward(z, reverse=True)`` (or ``inverse``) maps back. One sample is one pass.
+    Layers, for each of ``couplings`` blocks: ActNorm (if ``actnorm``), an affine coupling with
+    the next of ``masks`` (default: alternating halves of the coordinates), and (if ``permute``)
+    a fixed random permutation drawn from ``seed``. ``forward(x)`` maps data to latents with the
+    log-det; ``forward(z, reverse=True)`` (or ``inverse``) maps back. One sample is one pass.
+
+    Without ``permute``, alternating half masks transform every coordinate in every other
+    coupling. With ``permute``, the permutations decide which input coordinates land in the
+    transformed half, and nothing guarantees that each one does: ``transformed_counts()`` says
+    how many couplings transform each input coordinate (the unit tests check the digits flow's).
     """
 
     paradigm = "flow"
@@ -232,13 +294,13 @@ class RealNVP(GenerativeModel):
     def forward(self, x: Tensor, reverse: bool = False) -> tuple[Tensor, Tensor]:
         """x -> (z, log|det dz/dx|); with ``reverse=True``, z -> (x, log|det dx/dz|)."""
         logdet = _zeros(x)
-        if reverse:
-            for layer in reversed(self.layers):
-                x, ld = layer.inverse(x)
-                logdet = logdet + ld
-        else:
+        if not reverse:  # data -> noise: z = f_K(...f_1(x))
             for layer in self.layers:
                 x, ld = layer(x)
+                logdet = logdet + ld  # the log-dets of a stack add up
+        else:  # noise -> data: the inverses, last layer first
+            for layer in reversed(self.layers):
+                x, ld = layer.inverse(x)
                 logdet = logdet + ld
         return x, logdet
 
@@ -246,9 +308,9 @@ class RealNVP(GenerativeModel):
         """z -> (x, log|det dx/dz|), the same as ``self(z, reverse=True)``."""
         return self(z, reverse=True)
 
+    @checks_points
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-density per point: log N(f(x); 0, I) + log|det df/dx|."""
-        check_points(x, self.dim, type(self).__name__)
         z, logdet = self(x)
         return standard_normal_log_prob(z) + logdet
 
@@ -266,16 +328,28 @@ class RealNVP(GenerativeModel):
         self.train(was_training)
         return self
 
+    def transformed_counts(self) -> Tensor:
+        """For each input coordinate, how many couplings transform it (0: it only ever conditions)."""
+        where = torch.arange(self.dim)  # which input coordinate sits at each position now
+        counts = torch.zeros(self.dim, dtype=torch.long)
+        for layer in self.layers:
+            if isinstance(layer, AffineCoupling):
+                counts[where[layer.mask.cpu() == 0]] += 1
+            elif isinstance(layer, Permutation):
+                where = where[layer.perm.cpu()]
+        return counts
+
     @property
     def sampling_network(self) -> nn.Module:
         return self
 
     @torch.no_grad()
+    @checks_n
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
         """z ~ N(0, temperature^2 I), then one pass of the inverse flow."""
-        check_n(n, type(self).__name__)
         z = temperature * torch.randn(n, self.dim, device=self.device)
-        return self(z, reverse=True)[0]
+        x, _ = self(z, reverse=True)
+        return x
 
 
 class DigitsFlow(GenerativeModel):
@@ -289,7 +363,10 @@ class DigitsFlow(GenerativeModel):
     is the log-volume of x's cell in y-space. By Jensen, its expectation over u is a lower
     bound on log P(x), the probability the continuous model puts on x's cell; ``loss`` is
     minus its batch mean: nats per image, an upper bound on the discrete NLL (in expectation).
-    ``flow_kwargs`` go to :class:`RealNVP`; ``alpha = 0.01`` did best on the digits' validation split.
+    There is no exact ``log_prob`` of an integer image (it raises, naming ``log_prob_bound``);
+    ``continuous_log_prob(y)`` is the exact density of dequantised points.
+    ``flow_kwargs`` go to :class:`RealNVP`. The default ``alpha = 0.01`` was chosen by the
+    validation bound in earlier runs of the lesson's flow (those runs are not part of the course).
     """
 
     paradigm = "flow"
@@ -309,10 +386,14 @@ class DigitsFlow(GenerativeModel):
             raise TypeError(f"{who} expects a torch.Tensor, got {type(x).__name__}")
         if tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"{who} expects images of shape (N, {', '.join(map(str, self.shape))}), got {tuple(x.shape)}")
-        if x.is_floating_point():
+        if x.is_floating_point() or x.dtype == torch.bool:
             raise TypeError(
                 f"{who} expects the integer pixel levels 0..{self.levels - 1} (it dequantises them "
                 f"itself), got {x.dtype}; pass the images from data.digits() unchanged"
+            )
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
+            raise ValueError(
+                f"{who} expects pixel levels 0..{self.levels - 1}, got min {int(x.min())}, max {int(x.max())}"
             )
 
     def continuous_log_prob(self, y: Tensor) -> Tensor:
@@ -320,25 +401,27 @@ class DigitsFlow(GenerativeModel):
         s, ld_logit = self.logit(y)
         return self.flow.log_prob(s) + ld_logit
 
+    @checks_images
     def log_prob_bound(self, x: Tensor, samples: int = 1) -> Tensor:
-        """A lower bound on log P(x) per image (nats), from ``samples`` dequantisations.
+        """A lower bound on log P(x) per image (nats), from ``samples`` = K dequantisations.
 
-        With samples = 1: log p(y) + log vol, Jensen's bound. With K > 1: log of the mean of
-        the K values p(y_k) vol, a tighter bound (still below log P(x) in expectation).
+        K = 1: log p(y) + log vol, Jensen's bound. K > 1: log of the mean of the K values
+        p(y_k) vol, a tighter bound (still below log P(x) in expectation).
         """
-        self._check(x)
-        if not isinstance(samples, int) or samples < 1:
-            raise ValueError(f"samples must be a positive int, got {samples!r}")
-        from ..likelihood import uniform_dequantize  # here, not at the top: likelihood imports models
-
-        flat = x.flatten(1).repeat(samples, 1)
-        y, log_volume = uniform_dequantize(flat, self.levels)
-        values = (self.continuous_log_prob(y) + log_volume).view(samples, len(x))
-        return torch.logsumexp(values, 0) - math.log(samples)
+        flat = x.flatten(1).repeat(samples, 1)  # K copies of every image
+        u = torch.rand(flat.shape, device=flat.device)  # uniform noise in each pixel's cell
+        y = (flat + u) / self.levels  # dequantised, in [0, 1)^D
+        log_volume = -self.dim * math.log(self.levels)  # log |C| = log L^-D
+        s, logdet_logit = self.logit(y)  # into logit space
+        log_w = self.flow.log_prob(s) + logdet_logit + log_volume  # log p_Y(y) + log |C|
+        return torch.logsumexp(log_w.view(samples, len(x)), 0) - math.log(samples)  # log mean_k w_k
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """A bound, not an exact value: same as ``log_prob_bound(x, samples=1)``."""
-        return self.log_prob_bound(x)
+        raise NotImplementedError(
+            f"{type(self).__name__} has no exact log-probability of an integer image: "
+            "log_prob_bound(x, samples=K) is a stochastic lower bound on log P(x) (nats per image), "
+            "and continuous_log_prob(y) the exact density of dequantised points y in (0, 1)^D"
+        )
 
     def loss(self, x: Tensor) -> Tensor:
         """Upper bound on the discrete NLL, nats per image (one dequantisation per image)."""
@@ -347,10 +430,9 @@ class DigitsFlow(GenerativeModel):
     @torch.no_grad()
     def initialize(self, x: Tensor) -> "DigitsFlow":
         """Set the flow's ActNorm layers from a batch of integer images (call before training)."""
-        from ..likelihood import uniform_dequantize
-
         self._check(x)
-        y, _ = uniform_dequantize(x.flatten(1), self.levels)
+        flat = x.flatten(1)
+        y = (flat + torch.rand(flat.shape, device=flat.device)) / self.levels
         self.flow.initialize(self.logit(y)[0])
         return self
 
@@ -359,9 +441,13 @@ class DigitsFlow(GenerativeModel):
         return self.flow
 
     @torch.no_grad()
+    @checks_n
     def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """Integer images: z -> inverse flow -> inverse logit -> floor to the level's cell."""
-        check_n(n, type(self).__name__)
+        """Integer images: z -> inverse flow -> inverse logit -> the level whose cell holds y.
+
+        Values outside [0, 1) (the flow's mass outside the logit box) are clamped into levels 0
+        and levels-1, so every sampled image's probability is at least the model's P(x).
+        """
         s = self.flow.sample(n, temperature)
         y, _ = self.logit.inverse(s)
         x = (y * self.levels).floor().clamp(0, self.levels - 1).long()
