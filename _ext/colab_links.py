@@ -3,9 +3,17 @@
 Colab opens only ``.ipynb`` files, so the link points at ``notebooks/<lesson>.ipynb`` in the
 course repository (``repository.url`` in _config.yml), which ``scripts/export_notebooks.py``
 generates from the MyST sources. The link is plain HTML: it needs no JavaScript.
+
+It also offers the executed notebook for download (the theme's ".ipynb" button): the theme
+does that only when a launch provider is configured, and its own Colab launch button would
+point at the ``.md`` source, which Colab cannot open. So the executed notebook of each lesson
+is copied next to its source in ``_sources/`` and the theme is told where it is.
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 from docutils import nodes
 
@@ -32,6 +40,20 @@ def _add_link(app, doctree) -> None:
         break
 
 
+def _offer_executed_notebook(app, pagename, templatename, context, doctree) -> None:
+    if not pagename.startswith("lessons/"):
+        return
+    executed = Path(app.outdir).parent / "jupyter_execute" / f"{pagename}.ipynb"
+    if not executed.exists():
+        return
+    target = Path(app.outdir) / "_sources" / f"{pagename}.ipynb"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(executed, target)
+    context["ipynb_source"] = f"{pagename}.ipynb"
+
+
 def setup(app):
     app.connect("doctree-read", _add_link)
+    # before the theme draws its header buttons (priority 501), after it prepares them (500)
+    app.connect("html-page-context", _offer_executed_notebook, priority=500)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,7 +1,14 @@
 """Fixtures shared by the unit tests."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -11,3 +18,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The book built once per test session, every lesson executed under the smoke profile.
+
+    ``COURSE_SITE_DIR=path/to/_build/html`` checks a site built before instead (quicker while
+    working on the checks themselves; ``make test`` always builds afresh)."""
+    prebuilt = os.environ.get("COURSE_SITE_DIR")
+    if prebuilt:
+        return Path(prebuilt)
+    out = tmp_path_factory.mktemp("book")
+    env = {**os.environ, "COURSE_PROFILE": "smoke", "COURSE_PROGRESS": "0"}
+    env.pop("MPLBACKEND", None)  # a non-inline backend in the kernels would drop every figure
+    jb = Path(sys.executable).with_name("jupyter-book")
+    proc = subprocess.run(
+        [str(jb), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)],
+        env=env, capture_output=True, text=True, timeout=1500,
+    )
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    return out / "_build" / "html"

@@ -21,20 +21,6 @@ def toc_lessons() -> list[str]:
     return [f for f in files if f.startswith("lessons/")]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("book")
-    env = {**os.environ, "COURSE_PROFILE": "smoke", "COURSE_PROGRESS": "0"}
-    env.pop("MPLBACKEND", None)  # a non-inline backend in the kernels would drop every figure
-    jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run(
-        [str(jb), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)],
-        env=env, capture_output=True, text=True, timeout=1500,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    return out / "_build" / "html"
-
-
 @pytest.mark.site
 def test_every_lesson_is_on_the_toc_and_on_disk():
     lessons = toc_lessons()
@@ -86,7 +72,7 @@ def test_bibliography_resolves(site):
 
 @pytest.mark.site
 def test_executed_notebooks_print_each_line_once(site):
-    """The executed notebooks offered for download hold each printed line once (see _ext/stream_merge_fix.py)."""
+    """The executed notebooks offered for download hold each printed line once (see _ext/site_fixes.py)."""
     executed = sorted((site.parent / "jupyter_execute" / "lessons").glob("*.ipynb"))
     assert len(executed) == len(toc_lessons())
     for path in executed:
