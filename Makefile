@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: setup site test notebooks assignments clean
+.PHONY: setup site test notebooks assignments bench clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ notebooks: $(STAMP)
 # Student notebooks (solutions replaced by stubs, checks kept) and instructor notebooks, every lesson.
 assignments: $(STAMP)
 	$(BIN)/python scripts/export_notebooks.py --assignments assignments
+
+# Every lesson under $(PROFILE): wall time, peak memory, headline numbers -> bench/$(PROFILE).md.
+# Fails naming the lesson that is over budget (smoke 20 s, cpu 5 min). Run it on a quiet machine.
+bench: $(STAMP)
+	$(BIN)/python scripts/bench.py --profile $(PROFILE)
 
 clean:
 	rm -rf _build

@@ -173,3 +173,16 @@ def setup(
     if verbose:
         print(rt)
     return rt
+
+
+HEADLINE = "★"
+
+
+def headline(label: str, value: float, unit: str = "", fmt: str = ".3f") -> None:
+    """Print one of the lesson's headline results as a labelled line the bench collects.
+
+    ``headline("PixelCNN test NLL", 78.3, "nats/image")`` prints
+    ``★ PixelCNN test NLL = 78.300 nats/image``; ``make bench`` gathers these lines of
+    every lesson into its table, so the numbers there are the ones the runs printed.
+    """
+    print(f"{HEADLINE} {label} = {value:{fmt}} {unit}".rstrip())

@@ -139,3 +139,23 @@ def test_grade_command_runs_the_official_checks(tmp_path):
     assert rows["instructor.ipynb"]["total"] == "2"
     assert rows["student.ipynb"]["total"] == "0"
     assert rows["cheat.ipynb"]["total"] == "0"
+
+
+def test_bench_collects_time_memory_and_headlines(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from course_lib import runtime
+
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        runtime.headline("test NLL", 78.25, "nats/image", ".2f")
+    assert bench.HEADLINE.findall(out.getvalue()) == [("test NLL", "78.25 nats/image")]
+    row = bench.run_lesson(ROOT / "tests" / "fixtures" / "99_tiny_lesson.md", "smoke", timeout=120)
+    assert not row["error"] and row["wall"] > 0 and row["peak_mib"] > 10
+    slow = dict(row, wall=25.0, lesson="99_slow")
+    text = bench.table([row, slow], "smoke")
+    assert "| 99_slow | 25.0 |" in text and "**no**" in text and "| yes |" in text

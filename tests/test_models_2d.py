@@ -155,3 +155,55 @@ def test_sampling_cost_counts_network_evaluations():
     }
     assert {k: c.network_evaluations for k, c in costs.items()} == {"ar": 2, "vae": 1, "gan": 1, "ddpm": 40}
     assert all(c.seconds_per_batch > 0 for c in costs.values())
+
+
+def test_ar_density_is_zero_outside_the_box_and_bins_differ_by_log_width():
+    model = DiscretizedAR(bins=50, low=-2, high=2, hidden=16)
+    x = torch.tensor([[0.3, -0.4], [2.5, 0.0], [0.0, -2.01], [2.0, -2.0]])
+    with torch.no_grad():
+        lp = model.log_prob(x)
+        lp_bins = model.log_prob_bins(x)
+    assert torch.isneginf(lp[1]) and torch.isneginf(lp[2])  # outside [low, high]^2: density 0
+    assert torch.isfinite(lp[[0, 3]]).all()  # the box's edges are inside
+    inside = [0, 3]
+    torch.testing.assert_close(lp[inside] - lp_bins[inside], torch.full((2,), 2 * math.log(1 / model.width)))
+
+
+def test_diffusion_sampler_is_the_ancestral_step_with_fresh_noise():
+    from course_lib.models.diffusion import ancestral_step
+
+    torch.manual_seed(0)
+    model = Diffusion.for_points(steps=5, hidden=16)
+    s = model.schedule
+    assert s.posterior_var[0] == 0 and torch.all(s.posterior_var[1:] > 0)  # no noise at the last step only
+    torch.manual_seed(1)
+    got = model.sample(7)
+    torch.manual_seed(1)
+    x = torch.randn(7, 2)
+    with torch.no_grad():
+        for t in reversed(range(5)):
+            eps = model.eps_model(x, torch.full((7,), t))
+            mean = (x - s.betas[t] / (1 - s.abar[t]).sqrt() * eps) / s.alphas[t].sqrt()
+            x = mean + s.posterior_var[t].sqrt() * torch.randn_like(x) if t > 0 else mean
+    torch.testing.assert_close(got, x)
+    # the step itself: z = 0 gives the mean, and the noise enters with std sqrt(beta_tilde_t)
+    x_t, eps, z = torch.randn(4, 2), torch.randn(4, 2), torch.randn(4, 2)
+    mean = ancestral_step(s, x_t, eps, 3, torch.zeros_like(z))
+    torch.testing.assert_close(ancestral_step(s, x_t, eps, 3, z) - mean, s.posterior_var[3].sqrt() * z)
+
+
+def test_gan_trains_on_the_functions_it_shows():
+    from course_lib.models.gan import discriminator_loss, generator_loss
+
+    torch.manual_seed(0)
+    gan = GAN(hidden=16)
+    x = torch.randn(32, 2)
+    torch.manual_seed(1)
+    got = gan.discriminator_loss(x)
+    torch.manual_seed(1)
+    want = discriminator_loss(gan.discriminator(x), gan.discriminator(gan.fake(32)))
+    torch.testing.assert_close(got, want)
+    torch.manual_seed(2)
+    got = gan.generator_loss(32)
+    torch.manual_seed(2)
+    torch.testing.assert_close(got, generator_loss(gan.discriminator(gan.fake(32))))

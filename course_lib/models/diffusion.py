@@ -62,6 +62,27 @@ class DDPMSchedule(nn.Module):
         return ab.sqrt() * x0 + (1 - ab).sqrt() * eps
 
 
+def q_sample(x0: Tensor, t: Tensor, eps: Tensor, betas: Tensor) -> Tensor:
+    """The forward process in closed form, from the betas alone: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps.
+
+    ``t`` holds one step index per row, counted from 0 (index i is step i + 1 of the math), and
+    abar_t = prod_{s <= t} (1 - beta_s). :meth:`DDPMSchedule.q_sample` is the same map with abar
+    precomputed; lesson 1 asks the reader to write this function.
+    """
+    abar = torch.cumprod(1 - betas, dim=0)[t].view((-1,) + (1,) * (x0.dim() - 1))
+    return abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+
+
+def ancestral_step(s: DDPMSchedule, x_t: Tensor, eps_pred: Tensor, t: int, z: Tensor) -> Tensor:
+    """One reverse step, x_t -> x_{t-1}: remove the predicted noise, then add fresh noise z ~ N(0, I).
+
+    mean = (x_t - beta_t / sqrt(1 - abar_t) * eps_pred) / sqrt(alpha_t), std = sqrt(beta_tilde_t),
+    where beta_tilde_t = beta_t (1 - abar_{t-1}) / (1 - abar_t) is 0 at the last step (t index 0).
+    """
+    mean = (x_t - s.betas[t] / (1 - s.abar[t]).sqrt() * eps_pred) / s.alphas[t].sqrt()
+    return mean + s.posterior_var[t].sqrt() * z
+
+
 class TimeMLP(nn.Module):
     """eps_theta(x, t) for flat data: an MLP on x concatenated with a sinusoidal embedding of t."""
 
@@ -114,11 +135,13 @@ class Diffusion(GenerativeModel):
     def sample(self, n: int) -> Tensor:
         """Ancestral sampling: T network calls, from x_T ~ N(0, I) down to x_0."""
         check_n(n, type(self).__name__)
-        s = self.schedule
-        x = torch.randn(n, *self.data_shape, device=self.device)
-        for t in reversed(range(s.steps)):
-            tt = torch.full((n,), t, device=x.device, dtype=torch.long)
-            eps = self.eps_model(x, tt)
-            mean = (x - s.betas[t] / (1 - s.abar[t]).sqrt() * eps) / s.alphas[t].sqrt()
-            x = mean + s.posterior_var[t].sqrt() * torch.randn_like(x) if t > 0 else mean
+        return self.reverse_chain(torch.randn(n, *self.data_shape, device=self.device))
+
+    @torch.no_grad()
+    def reverse_chain(self, x: Tensor) -> Tensor:
+        """From x_T (pure noise) to x_0: one network call per step, fresh noise at every step but the last."""
+        for t in reversed(range(self.schedule.steps)):
+            eps_pred = self.eps_model(x, torch.full((len(x),), t, device=x.device))
+            z = torch.randn_like(x) if t > 0 else torch.zeros_like(x)
+            x = ancestral_step(self.schedule, x, eps_pred, t, z)
         return x

@@ -6,6 +6,11 @@ log-odds that its input is real. They are trained in turn on every batch:
     discriminator: minimise  -E_data[log sigma(D(x))] - E_z[log(1 - sigma(D(G(z))))]
     generator:     minimise  -E_z[log sigma(D(G(z)))]          (the "non-saturating" loss)
 
+The minimax game of Goodfellow et al. (2014) would have the generator minimise
+E_z[log(1 - sigma(D(G(z))))] instead (``minimax_generator_loss``): the same fixed point, but a
+gradient that vanishes when the discriminator rejects the fakes confidently, as it does early on.
+The three losses are functions of the discriminator's logits, so the math is all in them.
+
 There is no likelihood: the model can only sample. The two losses are in nats (binary
 cross-entropies) but neither measures how good the samples are.
 """
@@ -17,6 +22,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import GenerativeModel, check_n, check_points, mlp
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """-E[log sigma(a_real)] - E[log(1 - sigma(a_fake))], with log(1 - sigma(a)) = log sigma(-a)."""
+    return -F.logsigmoid(real_logits).mean() - F.logsigmoid(-fake_logits).mean()
+
+
+def generator_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating generator loss, -E[log sigma(a_fake)]: make the fakes look real."""
+    return -F.logsigmoid(fake_logits).mean()
+
+
+def minimax_generator_loss(fake_logits: Tensor) -> Tensor:
+    """The generator's side of the minimax game, E[log(1 - sigma(a_fake))] (not used for training)."""
+    return F.logsigmoid(-fake_logits).mean()
 
 
 class GAN(GenerativeModel):
@@ -43,15 +63,11 @@ class GAN(GenerativeModel):
 
     def discriminator_loss(self, x: Tensor) -> Tensor:
         check_points(x, self.data_dim, type(self).__name__)
-        real = self.discriminator(x)
-        fake = self.discriminator(self.fake(len(x)).detach())
-        return F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-            fake, torch.zeros_like(fake)
-        )
+        # .detach(): this step trains the discriminator only
+        return discriminator_loss(self.discriminator(x), self.discriminator(self.fake(len(x)).detach()))
 
     def generator_loss(self, n: int) -> Tensor:
-        logits = self.discriminator(self.fake(n))
-        return F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        return generator_loss(self.discriminator(self.fake(n)))
 
     def group_loss(self, group: str, batch: Tensor) -> Tensor:
         if group == "discriminator":

@@ -1,0 +1,131 @@
+"""Run every lesson under one profile and write a table: wall time, peak memory, headline numbers.
+
+    python scripts/bench.py --profile cpu            (or: make bench PROFILE=cpu)
+    python scripts/bench.py --profile smoke --lessons 03 04
+
+Each lesson runs top to bottom in a fresh kernel, read from its MyST source, in the lessons
+folder (as the site build runs it). Wall time is measured around the whole notebook (kernel
+start included); peak memory is the kernel's largest resident set, sampled every 0.1 s. The
+headline numbers are the lines the lesson printed with ``course_lib.runtime.headline``. The
+table goes to ``bench/<profile>.md`` (and is shown on the site's page "Run times").
+
+Budgets (the course's targets on a 2-core machine): every lesson within 20 s under smoke and
+5 min under cpu. A lesson over its budget is named and the command exits 1. Measure on a quiet
+machine: on 2 cores, a lesson timed while other work runs is not a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jupytext
+import psutil
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ROOT / "lessons"
+BUDGET_S = {"smoke": 20.0, "cpu": 300.0, "gpu": 600.0}
+HEADLINE = re.compile(r"^★ (.+?) = (.+)$", re.M)
+
+
+def lessons(selected: list[str] | None = None) -> list[Path]:
+    found = sorted(LESSONS.glob("[0-9][0-9]_*.md"))
+    if selected:
+        found = [p for p in found if any(p.name.startswith(s) for s in selected)]
+    return found
+
+
+def run_lesson(path: Path, profile: str, timeout: int) -> dict:
+    nb = jupytext.read(path, fmt="md:myst")
+    os.environ["COURSE_PROFILE"] = profile
+    os.environ["COURSE_PROGRESS"] = "0"
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            try:
+                pid = client.km.provisioner.process.pid  # type: ignore[union-attr]
+                proc = psutil.Process(pid)
+                rss = proc.memory_info().rss + sum(c.memory_info().rss for c in proc.children(recursive=True))
+                peak[0] = max(peak[0], rss)
+            except Exception:
+                pass
+            stop.wait(0.1)
+
+    start = time.perf_counter()
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    error = ""
+    try:
+        client.execute()
+    except Exception as err:  # the table says which lesson failed and why; the exit code too
+        error = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+    finally:
+        stop.set()
+        thread.join()
+    wall = time.perf_counter() - start
+    text = "\n".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
+    )
+    return {"lesson": path.stem, "wall": wall, "peak_mib": peak[0] / 2**20, "headlines": HEADLINE.findall(text), "error": error}
+
+
+def table(rows: list[dict], profile: str) -> str:
+    import torch
+
+    device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
+    lines = [
+        f"Profile **{profile}**, measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with "
+        f"{os.cpu_count()} cores, device {device}, torch {torch.__version__}; budget {BUDGET_S[profile]:.0f} s a lesson.",
+        "",
+        "| lesson | wall time (s) | peak memory (MiB) | within budget | headline numbers |",
+        "|---|---:|---:|---|---|",
+    ]
+    for r in rows:
+        ok = "no (failed)" if r["error"] else ("yes" if r["wall"] <= BUDGET_S[profile] else "**no**")
+        heads = "<br>".join(f"{k} = {v}" for k, v in r["headlines"]) or ("error: " + r["error"] if r["error"] else "")
+        lines.append(f"| {r['lesson']} | {r['wall']:.1f} | {r['peak_mib']:.0f} | {ok} | {heads} |")
+    total = sum(r["wall"] for r in rows)
+    lines += ["", f"All lessons: {total:.0f} s ({total / 60:.1f} min)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", choices=sorted(BUDGET_S))
+    parser.add_argument("--lessons", nargs="*", help="lesson numbers to run (default: all), e.g. 03 04")
+    parser.add_argument("--out", type=Path, help="where to write the table (default bench/<profile>.md)")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in lessons(args.lessons):
+        row = run_lesson(path, args.profile, args.timeout)
+        rows.append(row)
+        status = f"FAILED: {row['error']}" if row["error"] else "ok"
+        print(f"{path.stem}: {row['wall']:.1f} s, peak {row['peak_mib']:.0f} MiB, {status}", flush=True)
+        for k, v in row["headlines"]:
+            print(f"    {k} = {v}")
+    out = args.out or ROOT / "bench" / f"{args.profile}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table(rows, args.profile), encoding="utf-8")
+    print(f"wrote {out}")
+    over = [r["lesson"] for r in rows if r["wall"] > BUDGET_S[args.profile]]
+    failed = [r["lesson"] for r in rows if r["error"]]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
+    if over:
+        print(f"OVER THE {args.profile} BUDGET OF {BUDGET_S[args.profile]:.0f} s: {', '.join(over)}")
+    return 1 if over or failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
