@@ -1,7 +1,8 @@
 """Sphinx extension: an "Open in Colab" link at the top of every lesson page.
 
 Colab opens only ``.ipynb`` files, so the link points at ``notebooks/<lesson>.ipynb`` in the
-course repository (``repository.url`` in _config.yml), which ``scripts/export_notebooks.py``
+course repository (``repository.url`` in _config.yml), at the tag of this release
+(``v`` + ``course_lib.__version__``, see scripts/release.py), which ``scripts/export_notebooks.py``
 generates from the MyST sources. The link is plain HTML: it needs no JavaScript.
 
 It also offers the executed notebook for download (the theme's ".ipynb" button): the theme
@@ -23,12 +24,15 @@ def _add_link(app, doctree) -> None:
     if not docname.startswith("lessons/"):
         return
     repo = (app.config.html_theme_options or {}).get("repository_url", "").rstrip("/")
-    branch = (app.config.html_theme_options or {}).get("repository_branch", "main")
+    # The release's tag, not a moving branch: a notebook opened in week 1 stays the same in week 10.
+    from course_lib import __version__
+
+    ref = f"v{__version__}"
     if not repo.startswith("https://github.com/"):
         return
     path = repo[len("https://github.com/") :]
     name = docname.split("/", 1)[1]
-    url = f"https://colab.research.google.com/github/{path}/blob/{branch}/notebooks/{name}.ipynb"
+    url = f"https://colab.research.google.com/github/{path}/blob/{ref}/notebooks/{name}.ipynb"
     html = (
         f'<p class="colab-link"><a href="{url}" target="_blank" rel="noopener">'
         "&#9654; Open this lesson in Colab</a> (free GPU; the first cell installs course_lib)</p>"

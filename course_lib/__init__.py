@@ -8,5 +8,7 @@ from . import data, metrics, plotting, runtime, train
 from .runtime import setup
 from .train import fit
 
-__version__ = "0.1.0"
+# The one place the version is set: pyproject.toml reads it, the first cell of every lesson
+# prints it, and the Colab notebooks install the tag v<version> (scripts/release.py).
+__version__ = "0.2.0"
 __all__ = ["data", "metrics", "plotting", "runtime", "train", "setup", "fit", "__version__"]

@@ -1,13 +1,35 @@
-"""Figures the lessons share: point clouds, densities, image grids and loss curves."""
+"""Figures the lessons share: point clouds, densities, image grids and loss curves.
+
+Importing this module sets the course's figure style once: the Okabe-Ito palette, which
+readers with any common colour-vision deficiency can tell apart, cycled together with line
+styles, so that curves differ by more than colour ("C0", "C1", ... name these colours).
+"""
 
 from __future__ import annotations
 
 from typing import Callable, Mapping, Sequence
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from cycler import cycler
 from torch import Tensor
+
+# Okabe & Ito (2008), "Color Universal Design": blue, orange, green, vermillion, purple, sky
+# blue, black, yellow (yellow last: it is faint on white).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+LINESTYLES = ("-", "--", "-.", ":", "-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # for scatter series: pass marker=MARKERS[i]
+
+
+def use_course_style() -> None:
+    """Colour-blind-safe colours cycled with line styles (called once, on import)."""
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=PALETTE) + cycler(linestyle=LINESTYLES)
+    mpl.rcParams["image.cmap"] = "viridis"  # perceptually uniform, readable in grey
+
+
+use_course_style()
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:

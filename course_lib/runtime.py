@@ -140,9 +140,11 @@ class Runtime:
         where = self.device.type
         if self.device.type == "cuda":
             where = f"cuda ({torch.cuda.get_device_name(self.device)})"
+        from . import __version__, data  # here: course_lib/__init__ imports this module
+
         return (
-            f"course_lib runtime: profile={self.profile}, device={where}, seed={self.seed}, "
-            f"torch={torch.__version__}, threads={torch.get_num_threads()}"
+            f"course_lib {__version__} runtime: profile={self.profile}, device={where}, seed={self.seed}, "
+            f"torch={torch.__version__}, threads={torch.get_num_threads()}, cache={data.cache_dir()}"
         )
 
     def budget(self, smoke: T, cpu: T, gpu: T | None = None) -> T:
