@@ -255,11 +255,11 @@ def balance(counts: Tensor) -> float:
     total = counts.sum()
     if total == 0:
         return 1.0
-    return float(0.5 * (counts.double() / total - 0.1).abs().sum())
+    return float(0.5 * (counts.cpu().double() / total - 0.1).abs().sum())
 
 
 def _nearest(a: Tensor, b: Tensor) -> Tensor:
-    return torch.cdist(a.flatten(1).double(), b.flatten(1).double()).min(1).values
+    return torch.cdist(a.flatten(1).cpu().double(), b.flatten(1).cpu().double()).min(1).values
 
 
 def copy_share(samples: Tensor, train: Tensor, heldout: Tensor, quantile: float = 0.05) -> float:
@@ -267,7 +267,7 @@ def copy_share(samples: Tensor, train: Tensor, heldout: Tensor, quantile: float 
     a ``quantile`` of held-out real images are to theirs. Fresh real data scores about ``quantile``;
     a model that copies its training set scores near 1."""
     threshold = torch.quantile(_nearest(heldout, train), quantile)
-    return float((_nearest(samples, train) <= threshold).double().mean())
+    return float((_nearest(samples, train) <= threshold).double().mean())  # _nearest works on the CPU
 
 
 def evaluate_samples(

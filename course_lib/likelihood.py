@@ -131,7 +131,7 @@ def gaussian_kl(mean0: Tensor, cov0: Tensor, mean1: Tensor, cov1: Tensor) -> Ten
 
 def _check_gaussian_pair(*tensors: Tensor) -> tuple[Tensor, ...]:
     """The four arguments of gaussian_kl in float64, after checking their shapes."""
-    m0, s0, m1, s1 = (torch.as_tensor(t).double() for t in tensors)
+    m0, s0, m1, s1 = (torch.as_tensor(t).cpu().double() for t in tensors)  # float64 on the CPU
     d = m0.shape[-1]
     if m0.shape != (d,) or s0.shape != (d, d) or s1.shape != (d, d) or m1.shape != (d,):
         raise ValueError(
@@ -191,7 +191,7 @@ def _log_prob(dist, x: Tensor) -> Tensor:
         dtype = dist.mean.dtype
     except (AttributeError, NotImplementedError):
         dtype = x.dtype
-    return dist.log_prob(x.to(dtype)).double()
+    return dist.log_prob(x.to(dtype)).cpu().double()  # float64 on the CPU (MPS has none)
 
 
 # ----------------------------------------------------------------------------- a Gaussian model
@@ -274,7 +274,7 @@ def fit_forward_kl(x: Tensor) -> Gaussian:
     if not isinstance(x, Tensor) or x.dim() != 2:
         raise ValueError(f"fit_forward_kl expects points of shape (N, D), got {getattr(x, 'shape', type(x))}")
     check_points(x, x.shape[1], "fit_forward_kl")
-    xd = x.double()
+    xd = x.detach().cpu().double()  # float64 on the CPU (MPS has none)
     mean = xd.mean(0)
     cov = (xd - mean).T @ (xd - mean) / len(xd)
     model = Gaussian(x.shape[1])
@@ -344,5 +344,5 @@ def gaussian_expectation(
     w1 = torch.exp(-0.5 * x1**2) / math.sqrt(2 * math.pi) * step
     eps = torch.cartesian_prod(*[x1] * d).reshape(-1, d)
     weights = torch.cartesian_prod(*[w1] * d).reshape(-1, d).prod(1)
-    z = mean.double() + eps @ scale_tril.double().T
+    z = mean.cpu().double() + eps @ scale_tril.cpu().double().T  # float64 on the CPU (MPS has none)
     return (weights * f(z)).sum()

@@ -12,8 +12,8 @@ from torch import Tensor, nn
 
 
 def mean_cov(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Sample mean and covariance of points (N, D), in float64."""
-    x = x.double()
+    """Sample mean and covariance of points (N, D), in float64 on the CPU (MPS has no float64)."""
+    x = x.detach().cpu().double()
     return x.mean(0), torch.cov(x.T)
 
 
@@ -79,7 +79,7 @@ def nearest_distance(a: Tensor, b: Tensor, chunk: int = 2048) -> float:
     data (no points off the data); with the roles swapped it is small when every part of the data
     has samples near it (nothing missed). Unlike means and covariances, it sees the shape.
     """
-    a, b = a.double(), b.double()
+    a, b = a.detach().cpu().double(), b.detach().cpu().double()  # float64 on the CPU (MPS has none)
     total = 0.0
     for i in range(0, len(a), chunk):
         total += torch.cdist(a[i : i + chunk], b).min(dim=1).values.sum().item()
