@@ -60,7 +60,8 @@ def browser():
 
 
 def pages() -> list[str]:
-    return ["intro.html", *[f"{lesson}.html" for lesson in toc_lessons()], "notation.html", "references.html"]
+    return ["intro.html", *[f"{lesson}.html" for lesson in toc_lessons()], "instructor_guide.html", "run_times.html",
+            "notation.html", "references.html", "errata.html"]
 
 
 class Visit:
