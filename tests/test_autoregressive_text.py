@@ -244,3 +244,50 @@ def test_loss_is_nats_per_char_and_matches_log_prob():
     x = CharVocab(vocab.letters, max_len=6).encode(NAMES)
     uniform = CharBigram(vocab.size, 6)
     assert uniform.nll_per_char(x) == pytest.approx(math.log(vocab.size), rel=1e-6)
+
+
+def test_causal_attention_passes_the_exercise_check():
+    """The known-answer check of Exercise 4 holds for the library's attention, and it rejects wrong ones."""
+    from course_lib.checks.lesson02 import check_causal_attention
+    from course_lib.models.autoregressive import causal_attention
+
+    check_causal_attention(causal_attention)
+
+    def unmasked(q, k, v):
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), -1) @ v
+
+    def unscaled(q, k, v):
+        T = q.shape[-2]
+        s = (q @ k.transpose(-2, -1)).masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        return torch.softmax(s, -1) @ v
+
+    for wrong in (unmasked, unscaled):
+        with pytest.raises(AssertionError):
+            check_causal_attention(wrong)
+    # and it agrees with PyTorch's fused kernel
+    q, k, v = torch.randn(3, 2, 2, 7, 8).unbind(0)
+    torch.testing.assert_close(causal_attention(q, k, v),
+                               torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+    # queries at the last positions (a KV-cache step, or several new tokens at once)
+    full = causal_attention(q, k, v)
+    torch.testing.assert_close(causal_attention(q[..., -1:, :], k, v), full[..., -1:, :])
+    torch.testing.assert_close(causal_attention(q[..., -3:, :], k, v), full[..., -3:, :])
+
+
+def test_top_k_keeps_exactly_k_even_with_ties_and_top_p_keeps_the_nucleus():
+    gen = torch.Generator().manual_seed(0)
+    freq = lambda t, V: torch.bincount(t, minlength=V).float() / len(t)
+    tied = torch.tensor([[2.0, 1.0, 1.0, 1.0, 0.0]]).repeat(5000, 1)
+    kept = freq(sample_next(tied, top_k=2, generator=gen), 5)
+    assert (kept > 0).sum() == 2  # not 4: the tie at the 2nd-largest logit keeps one token only
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    logits = p.log().repeat(20000, 1)
+    # top-p: the fewest likeliest tokens with mass >= p; 0.5 + 0.3 = 0.8 >= 0.7, so two tokens
+    f = freq(sample_next(logits, top_p=0.7, generator=gen), 4)
+    assert f[2:].sum() == 0 and f[0].item() == pytest.approx(0.5 / 0.8, abs=0.015)
+    f = freq(sample_next(logits, top_p=0.81, generator=gen), 4)
+    assert f[3] == 0 and f[2] > 0
+    assert torch.equal(sample_next(logits[:50], top_p=0.3, generator=gen), torch.zeros(50, dtype=torch.long))
+    assert torch.allclose(freq(sample_next(logits, top_p=1.0, generator=gen), 4), p, atol=0.015)
+    with pytest.raises(ValueError, match="top_p"):
+        sample_next(logits, top_p=0.0)

@@ -147,3 +147,15 @@ def test_bad_input():
         model.sample(2, temperature=0.0)
     with pytest.raises(ValueError, match="mask_type"):
         MaskedConv2d(1, 1, 3, "C")
+
+
+def test_mask_b_in_the_first_layer_leaks_the_pixel_itself():
+    """first_mask="B" (the bug of Exercise 6): the prediction of pixel i moves when pixel i changes."""
+    model = small(first_mask="B")
+    torch.manual_seed(4)
+    x = torch.randint(0, 17, (1, 1, 8, 8))
+    y = x.clone()
+    y[0, 0, 3, 4] = (y[0, 0, 3, 4] + 5) % 17
+    with torch.no_grad():
+        moved = (model.logits(y) - model.logits(x))[0, :, 3, 4].abs().max().item()
+    assert moved > 1e-4

@@ -9,7 +9,9 @@ each factor a categorical distribution over bins, given by one shared MLP that s
 bins chosen so far (one-hot, zeros for those not yet chosen) and which coordinate it is
 predicting. Training scores all D conditionals in one batched pass (teacher forcing);
 sampling needs D passes, one after another. Inside a bin the density is uniform, so the
-model also has an exact continuous density: p(bin) / width^D.
+model also has an exact continuous density: p(bins) / width^D inside the box [low, high]^D,
+and 0 outside it (``log_prob`` returns -inf there). The training loss is the discrete NLL of
+the bins; the continuous NLL is smaller by D log(1 / width) per point.
 """
 
 from __future__ import annotations
@@ -44,14 +46,19 @@ class DiscretizedAR(GenerativeModel):
         self.register_buffer("position", torch.eye(dim))
 
     def to_bins(self, x: Tensor) -> Tensor:
-        """Bin index of every coordinate; points outside [low, high] are clipped to the edge bins."""
+        """Bin index of every coordinate; points outside [low, high] are clipped to the edge bins
+        (so the training loss never fails; ``log_prob`` gives such points density 0)."""
         return ((x - self.low) / self.width).floor().long().clamp(0, self.bins - 1)
 
     def logits(self, b: Tensor) -> Tensor:
-        """Logits of every conditional p(x_d | x_<d), shape (N, D, bins), in one pass."""
+        """Logits of every conditional p(x_d | x_<d), shape (N, D, bins), in one pass.
+
+        Row d of the input is [one-hot bins of x_1..x_D with all but x_<d zeroed by mask[d],
+        one-hot of d (``position[d]``, which conditional is asked for)].
+        """
         onehot = F.one_hot(b, self.bins).float().flatten(1)  # (N, D*bins)
-        visible = onehot[:, None, :] * self.mask  # (N, D, D*bins): position d sees only x_<d
-        pos = self.position.expand(len(b), -1, -1)
+        visible = onehot[:, None, :] * self.mask  # (N, D, D*bins): row d sees only x_<d
+        pos = self.position.expand(len(b), -1, -1)  # (N, D, D): row d says "predict x_d"
         return self.net(torch.cat([visible, pos], dim=-1))
 
     def log_prob_bins(self, x: Tensor) -> Tensor:
@@ -62,8 +69,10 @@ class DiscretizedAR(GenerativeModel):
         return logp.gather(-1, b[..., None]).squeeze(-1).sum(-1)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        """Exact continuous log-density: log p(bins) - D log(width) (uniform inside a bin)."""
-        return self.log_prob_bins(x) - self.dim * math.log(self.width)
+        """Exact continuous log-density: log p(bins) - D log(width) (uniform inside a bin); -inf outside the box."""
+        inside = ((x >= self.low) & (x <= self.high)).all(-1)
+        log_density = self.log_prob_bins(x) - self.dim * math.log(self.width)
+        return log_density.masked_fill(~inside, float("-inf"))
 
     def loss(self, x: Tensor) -> Tensor:
         """Negative log-likelihood of the bins, nats per point (teacher forcing: one pass)."""
@@ -73,19 +82,20 @@ class DiscretizedAR(GenerativeModel):
     def sampling_network(self) -> nn.Module:
         return self.net
 
-    @torch.no_grad()
-    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
-        """Draw coordinates one at a time: D network passes, each conditioned on the ones before."""
+    def _check_sample_args(self, n: int, temperature: float) -> None:
         check_n(n, type(self).__name__)
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
-        b = torch.zeros(n, self.dim, dtype=torch.long, device=self.mask.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, temperature: float = 1.0) -> Tensor:
+        """Draw coordinates one at a time: D network passes, each conditioned on the ones before."""
+        self._check_sample_args(n, temperature)
+        b = torch.zeros(n, self.dim, dtype=torch.long, device=self.mask.device)  # bins drawn so far
         for d in range(self.dim):
-            onehot = F.one_hot(b, self.bins).float().flatten(1) * self.mask[d]
-            pos = self.position[d].expand(n, -1)
-            logits = self.net(torch.cat([onehot, pos], dim=-1)) / temperature
+            logits = self.logits(b)[:, d] / temperature  # p(x_d | x_<d): row d sees only b[:, :d]
             b[:, d] = torch.multinomial(F.softmax(logits, dim=-1), 1).squeeze(-1)
-        jitter = torch.rand(n, self.dim, device=b.device)
+        jitter = torch.rand(n, self.dim, device=b.device)  # uniform position inside the bin
         return self.low + (b.float() + jitter) * self.width
 
 
@@ -97,24 +107,45 @@ class DiscretizedAR(GenerativeModel):
 # [start, c_1, ..., c_L, end, PAD, ...], where start = end = token 0 and PAD = -1.
 
 
-def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> Tensor:
-    """One token per row from softmax(logits / temperature), among the top_k largest only."""
-    if temperature <= 0:
+def check_sampling(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Raise a clear error unless the arguments of ``sample_next`` make sense."""
+    if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}; "
                          "use top_k=1 for greedy decoding")
-    logits = logits / temperature
-    if top_k is not None:
-        V = logits.shape[-1]
-        if not isinstance(top_k, int) or not 1 <= top_k <= V:
-            raise ValueError(f"top_k must be an int in 1..{V} (the vocabulary), got {top_k!r}")
-        kth = logits.topk(top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = F.softmax(logits, dim=-1)
+    V = logits.shape[-1]
+    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= V):
+        raise ValueError(f"top_k must be an int in 1..{V} (the vocabulary), got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1], got {top_p!r}")
+
+
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One index per row of ``probs`` (rows summing to 1), with ``generator`` wherever it lives."""
     if generator is not None and generator.device != probs.device:  # a CPU generator, a GPU model
         token = torch.multinomial(probs.to(generator.device), 1, generator=generator)
         return token.squeeze(-1).to(probs.device)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """One token per row from softmax(logits / temperature), optionally truncated first.
+
+    top_k keeps exactly the k likeliest tokens; top_p keeps the fewest likeliest tokens whose
+    probabilities add up to at least p (the "nucleus"). Both renormalise what they keep.
+    """
+    check_sampling(logits, temperature, top_k, top_p)
+    logits = logits / temperature  # p_tau(c) proportional to p(c) ** (1 / tau)
+    if top_k is not None:
+        kept = logits.topk(top_k, dim=-1).indices  # exactly k per row, even when logits tie
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, kept, True)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    if top_p is not None:
+        probs, order = F.softmax(logits, dim=-1).sort(dim=-1, descending=True)
+        mass_before = probs.cumsum(-1) - probs  # probability of the tokens ranked above each one
+        keep = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, mass_before < top_p)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    return draw(F.softmax(logits, dim=-1), generator)
 
 
 class CharModel(GenerativeModel):
@@ -123,8 +154,8 @@ class CharModel(GenerativeModel):
     A subclass gives ``forward(x) -> logits``: for inputs (N, T), the logits (N, T, V) of
     the next token at every position, each computed from tokens 0..t only. ``context`` is
     how many tokens back a prediction looks (1 for a bigram). After ``max_len`` letters the
-    end token is certain, so the model is a normalised distribution over all names of at
-    most ``max_len`` letters.
+    end token is certain (probability 1, never predicted), so the model is a normalised
+    distribution over all names of at most ``max_len`` letters.
     """
 
     paradigm = "autoregressive"
@@ -136,9 +167,6 @@ class CharModel(GenerativeModel):
         if vocab_size < 2 or max_len < 1:
             raise ValueError(f"need vocab_size >= 2 and max_len >= 1, got {vocab_size}, {max_len}")
         self.vocab_size, self.max_len = vocab_size, max_len
-        end_only = torch.full((vocab_size,), float("-inf"))
-        end_only[0] = 0.0  # logits that make the end token certain (after max_len letters)
-        self.register_buffer("end_only", end_only, persistent=False)
 
     def check(self, x: Tensor) -> None:
         """Raise a clear error unless ``x`` holds encoded rows this model can score."""
@@ -157,18 +185,17 @@ class CharModel(GenerativeModel):
             raise ValueError(f"{who}: every row must start with the boundary token 0")
 
     def token_log_probs(self, x: Tensor) -> Tensor:
-        """log p(x[t+1] | x[0..t]) at every position, (N, max_len + 1); 0 at padding.
+        """log p(x[t+1] | x[0..t]) for t = 0 .. max_len - 1, shape (N, max_len); 0 at padding.
 
         One pass over whole rows (teacher forcing): the true prefix is the input everywhere.
+        A row's last column is not scored: it can hold only the end token after max_len
+        letters, which is certain (log 1 = 0), or padding.
         """
         self.check(x)
-        inputs, targets = x[:, :-1].clamp(min=0), x[:, 1:]
-        logits = self(inputs)
-        last = self.end_only.expand(len(x), 1, -1)  # after max_len letters: the end, surely
-        logits = torch.cat([logits[:, :-1], last], dim=1)
-        logp = F.log_softmax(logits, dim=-1)
-        logp = logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
-        return torch.where(targets != PAD, logp, torch.zeros_like(logp))
+        inputs, targets = x[:, :-2], x[:, 1:-1]  # tokens 0..t predict token t + 1
+        logp = F.log_softmax(self(inputs.clamp(min=0)), dim=-1)  # (N, max_len, V); padding read as 0
+        logp = logp.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)  # the true next token's
+        return logp.masked_fill(targets == PAD, 0.0)  # after a name's end: nothing to predict
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Exact log-probability of each name, end token included, in nats; shape (N,)."""
@@ -184,8 +211,8 @@ class CharModel(GenerativeModel):
         was_training = self.training
         self.eval()
         total = 0.0
-        for i in range(0, len(x), batch_size):
-            total -= self.log_prob(x[i : i + batch_size].to(self.device)).double().sum().item()
+        for i in range(0, len(x), batch_size):  # float64 on the CPU (MPS has no float64)
+            total -= self.log_prob(x[i : i + batch_size].to(self.device)).cpu().double().sum().item()
         self.train(was_training)
         return total / int((x[:, 1:] != PAD).sum())
 
@@ -200,26 +227,26 @@ class CharModel(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+               generator: torch.Generator | None = None, top_p: float | None = None) -> Tensor:
         """n names as encoded rows (CharVocab.decode reads them), one token at a time."""
-        return self.generate(n, temperature, top_k, generator, self.next_logits)
-
-    def generate(self, n: int, temperature: float, top_k: int | None, generator, step):
-        """The sampling loop; ``step(x, t, state)`` gives the logits of token t + 1."""
         check_n(n, type(self).__name__)
+        return self.generate(n, self.next_logits, generator, temperature=temperature,
+                             top_k=top_k, top_p=top_p)
+
+    def generate(self, n: int, step, generator=None, **knobs) -> Tensor:
+        """Ancestral sampling; ``step(x, t, state)`` gives the logits of token t + 1."""
         x = torch.full((n, self.max_len + 2), PAD, dtype=torch.long, device=self.device)
-        x[:, 0] = 0
+        x[:, 0] = 0  # the start token
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
-        state = None
-        for t in range(self.max_len + 1):
+        state = None  # whatever the step keeps between calls (a KV cache, say)
+        for t in range(self.max_len):
             logits, state = step(x.clamp(min=0), t, state)
-            if t == self.max_len:  # after max_len letters the end token is certain
-                logits = self.end_only.expand_as(logits)
-            token = sample_next(logits, temperature, top_k, generator)
-            x[:, t + 1] = torch.where(done, PAD, token)
+            token = sample_next(logits, generator=generator, **knobs)
+            x[:, t + 1] = torch.where(done, PAD, token)  # names that ended get padding
             done |= token == 0
             if done.all():
-                break
+                return x
+        x[:, -1] = torch.where(done, PAD, 0)  # after max_len letters the end is certain
         return x
 
 
@@ -295,6 +322,21 @@ class TransformerConfig:
     dropout: float = 0.0
 
 
+def causal_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d_h), causal mask) v, for q (..., T_q, d_h) and k, v (..., T_k, d_h).
+
+    The queries are the last T_q of the T_k positions (T_q = T_k in training; T_q = 1 for a
+    sampling step with a KV cache): the query at position t may attend to positions s <= t.
+    """
+    T_q, T_k, d_h = q.shape[-2], k.shape[-2], q.shape[-1]
+    scores = q @ k.transpose(-2, -1) / math.sqrt(d_h)  # (..., T_q, T_k): q_t . k_s / sqrt(d_h)
+    s = torch.arange(T_k, device=q.device)  # position of each key
+    t = torch.arange(T_k - T_q, T_k, device=q.device)[:, None]  # position of each query
+    scores = scores.masked_fill(s > t, float("-inf"))  # the causal mask: no key after the query
+    weights = F.softmax(scores, dim=-1)  # a_ts: each row sums to 1 over s <= t
+    return weights @ v  # out_t = sum_s a_ts v_s
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention; ``past`` holds earlier positions' keys and values."""
 
@@ -302,22 +344,24 @@ class SelfAttention(nn.Module):
         super().__init__()
         if cfg.n_embd % cfg.n_head:
             raise ValueError(f"n_embd ({cfg.n_embd}) must be a multiple of n_head ({cfg.n_head})")
-        self.n_head, self.dropout = cfg.n_head, cfg.dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)  # W_Q, W_K, W_V of all heads in one matrix
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def split_heads(self, z: Tensor) -> Tensor:
+        """(B, T, C) -> (B, H, T, C / H): each head gets its own slice of the channels."""
+        B, T, C = z.shape
+        return z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
 
     def forward(self, x: Tensor, past: tuple[Tensor, Tensor] | None = None):
         B, T, C = x.shape
-        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, H, T, C/H)
-                   for z in self.qkv(x).split(C, dim=2))
-        if past is not None:  # one new position, attending to all cached ones: no mask
-            if T != 1:
-                raise ValueError("with a KV cache, feed one new token at a time")
+        q, k, v = (self.split_heads(z) for z in self.qkv(x).split(C, dim=2))
+        if past is not None:  # KV cache: keys and values of the earlier positions, kept from before
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
-        y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=past is None, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
+        y = causal_attention(q, k, v)  # (B, H, T, C / H)
+        y = y.transpose(1, 2).reshape(B, T, C)  # the heads side by side again
+        return self.drop(self.proj(y)), (k, v)
 
 
 class Block(nn.Module):
@@ -331,9 +375,10 @@ class Block(nn.Module):
                                  nn.Linear(4 * cfg.n_embd, cfg.n_embd), nn.Dropout(cfg.dropout))
 
     def forward(self, x: Tensor, past=None):
-        a, kv = self.attn(self.ln1(x), past)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), kv
+        a, kv = self.attn(self.ln1(x), past)  # mixes positions (only earlier ones)
+        x = x + a  # residual: the block adds to its input
+        x = x + self.mlp(self.ln2(x))  # each position on its own
+        return x, kv
 
 
 class CharTransformer(CharModel):
@@ -353,32 +398,35 @@ class CharTransformer(CharModel):
     def forward(self, x: Tensor, start: int = 0, cache: list | None = None) -> Tensor:
         """Logits (N, T, V) of the next token at positions start .. start + T - 1.
 
-        With ``cache`` (a list, empty at first) each block's keys and values are kept there,
-        and later calls feed only the newest token; ``start`` says where it sits.
+        With ``cache`` (a list, empty at first) each block's keys and values of every position
+        so far are kept there, and a later call feeds only the new token(s), at ``start``.
         """
-        T = x.shape[1]
+        self.check_positions(start, x.shape[1])
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        h = self.drop(self.tok(x) + self.pos(positions))  # which token, and where it sits
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, cache[i] if cache else None)  # kv: keys, values of all positions so far
+            kvs.append(kv)
+        if cache is not None:
+            cache[:] = kvs  # the next call starts from these
+        return self.head(self.ln_f(h))
+
+    def check_positions(self, start: int, T: int) -> None:
         if start + T > self.cfg.max_len + 1:
             raise ValueError(f"positions up to {start + T - 1} asked for; "
                              f"the model has {self.cfg.max_len + 1}")
-        positions = torch.arange(start, start + T, device=x.device)
-        h = self.drop(self.tok(x) + self.pos(positions))
-        pasts = cache if cache else [None] * len(self.blocks)
-        present = []
-        for block, past in zip(self.blocks, pasts):
-            h, kv = block(h, past)
-            present.append(kv)
-        if cache is not None:
-            cache[:] = present  # keys and values of every position so far, per block
-        return self.head(self.ln_f(h))
 
     def next_logits_cached(self, x: Tensor, t: int, cache=None):
-        """Logits of token t + 1 from token t alone; those of 0..t-1 live in ``cache``."""
+        """Logits of token t + 1 from token t alone: tokens 0..t-1 are in the cache already."""
         cache = [] if cache is None else cache
         return self(x[:, t : t + 1], start=t, cache=cache)[:, -1], cache
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, top_k: int | None = None,
-               generator: torch.Generator | None = None, use_cache: bool = True) -> Tensor:
+               generator: torch.Generator | None = None, top_p: float | None = None,
+               use_cache: bool = True) -> Tensor:
         """As CharModel.sample; use_cache=False recomputes the whole prefix at every step."""
+        check_n(n, type(self).__name__)
         step = self.next_logits_cached if use_cache else self.next_logits
-        return self.generate(n, temperature, top_k, generator, step)
+        return self.generate(n, step, generator, temperature=temperature, top_k=top_k, top_p=top_p)
