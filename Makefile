@@ -19,7 +19,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 site: $(STAMP)
-	COURSE_PROFILE=$(PROFILE) COURSE_PROGRESS=0 $(BIN)/jupyter-book build . -W --keep-going
+	COURSE_PROFILE=$(PROFILE) COURSE_PROGRESS=0 COURSE_WIDGETS=1 $(BIN)/jupyter-book build . -W --keep-going
 	@echo "The site is in _build/html/index.html (lessons run under the $(PROFILE) profile)."
 
 test: $(STAMP)

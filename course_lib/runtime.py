@@ -13,9 +13,11 @@ Profiles (environment variable ``COURSE_PROFILE``):
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, TypeVar
 
 import numpy as np
@@ -151,17 +153,49 @@ class Runtime:
         return budget(smoke, cpu, gpu, profile=self.profile)
 
 
+MEASURED_TIMES = Path(__file__).with_name("measured_times.json")
+
+
+def measured_times(lesson: str) -> dict[str, dict]:
+    """The run times ``make bench`` measured for a lesson ("02" or "02_autoregressive_models"):
+    ``{profile: {"seconds": ..., "date": ..., "machine": ...}}``, shipped with the package."""
+    if not MEASURED_TIMES.exists():
+        return {}
+    table = json.loads(MEASURED_TIMES.read_text(encoding="utf-8"))
+    return {
+        profile: row
+        for profile, rows in table.items()
+        for stem, row in rows.items()
+        if stem == lesson or stem.split("_")[0] == lesson
+    }
+
+
+def describe_times(lesson: str) -> str:
+    times = measured_times(lesson)
+    if not times:
+        return f"measured run time of lesson {lesson}: none yet (make bench)"
+    parts = []
+    for profile in PROFILES:
+        if profile in times:
+            t = times[profile]
+            took = f"{t['seconds']:.0f} s" if t["seconds"] < 120 else f"{t['seconds'] / 60:.1f} min"
+            parts.append(f"{profile} {took} ({t['machine']}, {t['date']})")
+    return f"measured run time of lesson {lesson} (make bench): " + "; ".join(parts)
+
+
 def setup(
     seed: int = 0,
     device: str | torch.device | None = None,
     profile: str | None = None,
     verbose: bool = True,
     threads: int | None = None,
+    lesson: str | None = None,
 ) -> Runtime:
     """Choose device and profile, seed everything, print what was chosen, return it.
 
     ``threads`` sets PyTorch's CPU threads; by default a CPU with at most 2 cores uses one
     (unless OMP_NUM_THREADS says otherwise). The printed line shows the number in use.
+    ``lesson`` ("02") adds a line with the lesson's measured run time under each profile.
     """
     dev = get_device(device)
     if dev.type == "cpu" and threads is None and (os.cpu_count() or 1) <= 2 and "OMP_NUM_THREADS" not in os.environ:
@@ -174,6 +208,8 @@ def setup(
     seed_everything(seed)
     if verbose:
         print(rt)
+        if lesson is not None:
+            print(describe_times(lesson))
     return rt
 
 

@@ -29,6 +29,7 @@ EXPECTED = (
     (2, "PixelCNN"),
     (3, "independent pixels"),
     (4, "RealNVP"),
+    (5, "VAE (-ELBO)"),
 )
 
 

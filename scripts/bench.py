@@ -7,7 +7,10 @@ Each lesson runs top to bottom in a fresh kernel, read from its MyST source, in 
 folder (as the site build runs it). Wall time is measured around the whole notebook (kernel
 start included); peak memory is the kernel's largest resident set, sampled every 0.1 s. The
 headline numbers are the lines the lesson printed with ``course_lib.runtime.headline``. The
-table goes to ``bench/<profile>.md`` (and is shown on the site's page "Run times").
+table goes to ``bench/<profile>.md`` (and is shown on the site's page "Run times"); the times
+also go to ``course_lib/measured_times.json``, from which every lesson's first cell prints
+its own measured times. Each lesson runs with an empty cache (``COURSE_DATA_DIR`` set to a
+fresh folder), so the time is a first run's: nothing is reloaded from a checkpoint.
 
 Budgets (the course's targets on a 2-core machine): every lesson within 20 s under smoke and
 5 min under cpu. A lesson over its budget is named and the command exits 1. Measure on a quiet
@@ -20,7 +23,9 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -46,6 +51,10 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
     nb = jupytext.read(path, fmt="md:myst")
     os.environ["COURSE_PROFILE"] = profile
     os.environ["COURSE_PROGRESS"] = "0"
+    # A first run's time: an empty cache, so that no checkpoint is reloaded and nothing downloaded
+    # earlier is reused (the classifier of lesson 9, say). The folder is removed afterwards.
+    fresh = tempfile.mkdtemp(prefix="bench-cache-")
+    os.environ["COURSE_DATA_DIR"] = fresh
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
     peak = [0]
     stop = threading.Event()
@@ -73,6 +82,8 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
         stop.set()
         thread.join()
     wall = time.perf_counter() - start
+    shutil.rmtree(fresh, ignore_errors=True)
+    os.environ.pop("COURSE_DATA_DIR", None)
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
@@ -99,6 +110,23 @@ def table(rows: list[dict], profile: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_times(rows: list[dict], profile: str) -> None:
+    """Write the wall times into course_lib/measured_times.json, which ships with the package:
+    every lesson's first cell prints its measured times from there (runtime.setup(lesson=...))."""
+    import json
+
+    import torch
+
+    path = ROOT / "course_lib" / "measured_times.json"
+    table = json.loads(path.read_text()) if path.exists() else {}
+    machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
+    for r in rows:
+        if not r["error"]:
+            table.setdefault(profile, {})[r["lesson"]] = {
+                "seconds": round(r["wall"], 1), "date": time.strftime("%Y-%m-%d"), "machine": machine}
+    path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=sorted(BUDGET_S))
@@ -114,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.stem}: {row['wall']:.1f} s, peak {row['peak_mib']:.0f} MiB, {status}", flush=True)
         for k, v in row["headlines"]:
             print(f"    {k} = {v}")
+    if not args.out:
+        record_times(rows, args.profile)
     out = args.out or ROOT / "bench" / f"{args.profile}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table(rows, args.profile), encoding="utf-8")

@@ -30,7 +30,7 @@ def site(tmp_path_factory) -> Path:
     if prebuilt:
         return Path(prebuilt)
     out = tmp_path_factory.mktemp("book")
-    env = {**os.environ, "COURSE_PROFILE": "smoke", "COURSE_PROGRESS": "0"}
+    env = {**os.environ, "COURSE_PROFILE": "smoke", "COURSE_PROGRESS": "0", "COURSE_WIDGETS": "1"}  # embed sliders, as make site does
     env.pop("MPLBACKEND", None)  # a non-inline backend in the kernels would drop every figure
     jb = Path(sys.executable).with_name("jupyter-book")
     proc = subprocess.run(

@@ -159,3 +159,16 @@ def test_bench_collects_time_memory_and_headlines(tmp_path, monkeypatch):
     slow = dict(row, wall=25.0, lesson="99_slow")
     text = bench.table([row, slow], "smoke")
     assert "| 99_slow | 25.0 |" in text and "**no**" in text and "| yes |" in text
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
+def test_lesson_prints_its_measured_times(lesson):
+    """Run times are printed from the bench's measurements, never typed: setup(lesson=...) and a bench row."""
+    import json
+
+    text = lesson.read_text(encoding="utf-8")
+    assert f'runtime.setup(seed=0, lesson="{lesson.name[:2]}")' in text, "call runtime.setup(seed=0, lesson=\"NN\")"
+    assert not re.search(r"\*\*Time to run\.\*\*[^\n]*\d+\s*(s|min|minutes|seconds)\b", text), "no typed run times"
+    times = json.loads((ROOT / "course_lib" / "measured_times.json").read_text())
+    for profile in ("smoke", "cpu"):
+        assert lesson.stem in times.get(profile, {}), f"no {profile} time for {lesson.stem}: run make bench PROFILE={profile}"
