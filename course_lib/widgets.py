@@ -5,13 +5,15 @@
 
 ``render(ax, value)`` draws the picture for one value of the knob into a matplotlib axes.
 ``sweep`` always draws the *static* figure, ``render`` at several values side by side, which is
-what the rendered site and a printed page show (neither runs a kernel). In a notebook that a
-person is using (Jupyter, VS Code, Colab) with ``ipywidgets`` installed it also shows a slider
-that redraws ``render(ax, value)`` as it moves.
+what a printed page shows and what a reader without JavaScript sees. With ``ipywidgets`` it
+also shows a slider over the same values: every value is drawn once into an image, and the
+slider picks the image in the browser (``jslink``), so the slider works with no kernel: in a
+notebook, and on the rendered site, where the build embeds the widget's state.
 
 Whether the slider appears: ``interactive=True`` / ``False`` decides; by default
-(``interactive=None``) it appears in a live front end, never in a headless build (the site, the
-tests, ``nbconvert``). The environment variable ``COURSE_WIDGETS=1`` or ``0`` overrides the guess.
+(``interactive=None``) it appears in a live front end (Jupyter, VS Code, Colab) and not in a
+headless run (tests, ``nbconvert``). ``COURSE_WIDGETS=1`` or ``0`` overrides the guess: the
+site build (``make site``) sets 1, so the site's pages carry working sliders.
 """
 
 from __future__ import annotations
@@ -119,7 +121,26 @@ def sweep(
     return result
 
 
+def _frame(render: Render, value: float, label: str, panel_size: float) -> bytes:
+    """One value of the knob drawn to PNG bytes."""
+    import io
+
+    fig, ax = plt.subplots(figsize=(panel_size * 2, panel_size * 2))
+    render(ax, value)
+    ax.set_title(_title(label, value), fontsize=10)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def _slider(render: Render, values: list[float], label: str, panel_size: float):
+    """A slider over pre-drawn frames, linked in the browser (jslink): it works with no kernel.
+
+    Every value is drawn once, up front, into an image; the slider picks which image a Stack
+    shows. The link lives in the page's JavaScript, so on the rendered site (no kernel) the
+    slider moves the picture just as it does in a live notebook.
+    """
     try:
         import ipywidgets
     except ImportError as err:
@@ -128,21 +149,12 @@ def _slider(render: Render, values: list[float], label: str, panel_size: float):
         ) from err
     from IPython.display import display
 
-    out = ipywidgets.Output()
+    frames = [ipywidgets.Image(value=_frame(render, v, label, panel_size), format="png") for v in values]
+    stack = ipywidgets.Stack(children=frames, selected_index=0)
     slider = ipywidgets.SelectionSlider(
         options=[(f"{v:.3g}", v) for v in values], value=values[0], description=label, continuous_update=True
     )
-
-    def redraw(value: float) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig, ax = plt.subplots(figsize=(panel_size * 2, panel_size * 2))
-            render(ax, value)
-            ax.set_title(_title(label, value), fontsize=10)
-            plt.show()
-
-    slider.observe(lambda change: redraw(change["new"]), names="value")
-    redraw(values[0])
-    box = ipywidgets.VBox([slider, out])
+    ipywidgets.jslink((slider, "index"), (stack, "selected_index"))
+    box = ipywidgets.VBox([slider, stack])
     display(box)
     return slider, box

@@ -92,3 +92,15 @@ def test_notation_page_is_linked(site):
     html = (site / "notation.html").read_text(encoding="utf-8")
     assert "grey levels" in html and "temperature" in html
     assert "notation.html" in (site / "intro.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.site
+def test_widget_scripts_only_where_widgets_are(site):
+    """The widget manager's scripts load on pages with a widget, in order, and nowhere else."""
+    for page in sorted(site.rglob("*.html")):
+        html = page.read_text(encoding="utf-8")
+        has_widget = "application/vnd.jupyter.widget-view+json" in html
+        if not has_widget:
+            assert "wjs/embed-amd.js" not in html, f"{page.name}: widget scripts on a page without widgets"
+        else:
+            assert html.index("wjs/require.js") < html.index("wjs/embed-amd.js"), f"{page.name}: require.js must come first"
