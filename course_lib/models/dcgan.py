@@ -1,0 +1,203 @@
+"""Convolutional GANs on 28x28 digits (lesson 8): DCGAN, spectral normalisation, a conditional GAN.
+
+* :class:`ConvGenerator` maps noise z ~ N(0, I) (and, when conditional, a class label) to an
+  image in [-1, 1] through a linear layer and two transposed convolutions (7x7 -> 14x14 -> 28x28).
+* :class:`ConvDiscriminator` maps an image to a logit through two strided convolutions; when
+  conditional it is a *projection* discriminator (Miyato & Koyama, 2018): the logit is
+  psi(phi(x)) + embed(y) . phi(x).
+* :func:`power_iteration` and :class:`SpectralNorm`: spectral normalisation (Miyato et al.,
+  2018), W / sigma_max(W) with sigma_max estimated by one step of power iteration per call.
+* :class:`DCGAN` puts them together for :func:`course_lib.train.fit`, with the losses of
+  :mod:`course_lib.models.gan` (the discriminator's cross-entropy and the non-saturating
+  generator loss). Its batches are images in [-1, 1], or (images, labels) when conditional.
+
+``sample`` returns images in [0, 1], the range :mod:`course_lib.evaluation` takes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from .base import GenerativeModel, check_n
+from .gan import discriminator_loss, generator_loss
+
+NUM_CLASSES = 10
+
+
+# ----------------------------------------------------------------------------- spectral normalisation
+
+
+def power_iteration(W: Tensor, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of power iteration on the matrix W (m x n) from u (m,): returns (u, v, sigma).
+
+    v = W^T u / |W^T u|,  u = W v / |W v|,  sigma = u^T W v  (-> the largest singular value).
+    """
+    v = F.normalize(W.t() @ u, dim=0)
+    u = F.normalize(W @ v, dim=0)
+    sigma = u @ W @ v
+    return u, v, sigma
+
+
+class SpectralNorm(nn.Module):
+    """A parametrisation W -> W / sigma_max(W), with the weight viewed as a matrix (out, rest).
+
+    ``u`` and ``v`` are kept between calls, so one power-iteration step per training-mode call
+    is enough: the weights change slowly, and the estimate follows them. The gradient flows
+    through sigma = u^T W v with u and v held fixed, as in Miyato et al. (2018).
+    """
+
+    def __init__(self, weight: Tensor, seed: int = 0):
+        super().__init__()
+        W = weight.detach().flatten(1)
+        gen = torch.Generator().manual_seed(seed)
+        u = F.normalize(torch.randn(W.shape[0], generator=gen), dim=0).to(W)
+        self.register_buffer("u", u)
+        self.register_buffer("v", F.normalize(W.t() @ u, dim=0))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        W = weight.flatten(1)
+        if self.training:
+            with torch.no_grad():
+                u, v, _ = power_iteration(W, self.u)
+                self.u.copy_(u)
+                self.v.copy_(v)
+        # clones: the next training-mode call updates u and v in place, while this graph still needs them
+        sigma = self.u.clone() @ W @ self.v.clone()
+        return weight / sigma
+
+
+def spectral_norm(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Normalise ``module.weight`` by its largest singular value (in place; returns the module)."""
+    parametrize.register_parametrization(module, "weight", SpectralNorm(module.weight, seed=seed))
+    return module
+
+
+def largest_singular_value(module: nn.Module) -> float:
+    """sigma_max of the weight ``module`` uses now (normalised, if spectral norm is on), exactly (SVD)."""
+    return float(torch.linalg.matrix_norm(module.weight.detach().flatten(1).double(), ord=2))
+
+
+# ----------------------------------------------------------------------------- the networks
+
+
+class ConvGenerator(nn.Module):
+    """z (latent_dim) [+ one-hot label] -> Linear -> 2w x 7 x 7 -> 14 x 14 (w) -> 28 x 28, in [-1, 1]."""
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, conditional: bool = False):
+        super().__init__()
+        self.latent_dim, self.width, self.conditional = latent_dim, width, conditional
+        extra = NUM_CLASSES if conditional else 0
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim + extra, 2 * width * 7 * 7), nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU()
+        )
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1), nn.Tanh(),
+        )
+
+    def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        if self.conditional:
+            z = torch.cat([z, F.one_hot(y, NUM_CLASSES).to(z)], dim=1)
+        return self.up(self.project(z).view(-1, 2 * self.width, 7, 7))
+
+
+class ConvDiscriminator(nn.Module):
+    """28 x 28 -> 14 x 14 (w) -> 7 x 7 (2w) -> features phi(x) -> logit; LeakyReLU(0.2), no batch norm.
+
+    ``spectral=True`` puts spectral normalisation on every layer. ``conditional=True`` adds the
+    projection term embed(y) . phi(x) to the logit.
+    """
+
+    def __init__(self, width: int = 32, spectral: bool = False, conditional: bool = False):
+        super().__init__()
+        self.conditional = conditional
+        layers = [
+            nn.Conv2d(1, width, 4, stride=2, padding=1),
+            nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
+            nn.Linear(2 * width * 7 * 7, 1),
+        ]
+        self.embed = nn.Embedding(NUM_CLASSES, 2 * width * 7 * 7) if conditional else None
+        if spectral:
+            for k, layer in enumerate(layers):
+                spectral_norm(layer, seed=k)
+            if self.embed is not None:
+                spectral_norm(self.embed, seed=len(layers))
+        self.conv1, self.conv2, self.head = layers
+
+    def features(self, x: Tensor) -> Tensor:
+        h = F.leaky_relu(self.conv1(x), 0.2)
+        return F.leaky_relu(self.conv2(h), 0.2).flatten(1)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        phi = self.features(x)
+        logit = self.head(phi).squeeze(1)
+        if self.conditional:
+            logit = logit + (self.embed(y) * phi).sum(1)  # the projection term
+        return logit
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class DCGAN(GenerativeModel):
+    """A convolutional GAN for 28x28 digits; ``spectral``: spectral norm in D; ``conditional``: p(x | y)."""
+
+    paradigm = "adversarial"
+    loss_unit = "nats (binary cross-entropy)"
+    optimizer_overrides = {"discriminator": {"betas": (0.5, 0.999)}, "generator": {"betas": (0.5, 0.999)}}
+
+    def __init__(self, latent_dim: int = 64, width: int = 32, spectral: bool = False, conditional: bool = False):
+        super().__init__()
+        self.latent_dim, self.conditional = latent_dim, conditional
+        self.generator = ConvGenerator(latent_dim, width, conditional)
+        self.discriminator = ConvDiscriminator(width, spectral, conditional)
+
+    def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"discriminator": list(self.discriminator.parameters()), "generator": list(self.generator.parameters())}
+
+    def _split(self, batch) -> tuple[Tensor, Tensor | None]:
+        if self.conditional:
+            if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                raise TypeError("a conditional DCGAN trains on (images, labels) batches")
+            return batch[0], batch[1]
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        return batch, None
+
+    def fake(self, n: int, y: Tensor | None = None) -> Tensor:
+        return self.generator(torch.randn(n, self.latent_dim, device=self.device), y)
+
+    def group_loss(self, group: str, batch) -> Tensor:
+        x, y = self._split(batch)
+        if x.dim() != 4 or x.shape[1:] != (1, 28, 28) or not x.is_floating_point():
+            raise ValueError(f"DCGAN trains on float images (N, 1, 28, 28) in [-1, 1], got {x.dtype} {tuple(x.shape)}")
+        if group == "discriminator":
+            fake = self.fake(len(x), y).detach()  # this step trains the discriminator only
+            return discriminator_loss(self.discriminator(x, y), self.discriminator(fake, y))
+        if group == "generator":
+            return generator_loss(self.discriminator(self.fake(len(x), y), y))  # non-saturating
+        raise KeyError(f"DCGAN has groups 'discriminator' and 'generator', not {group!r}")
+
+    def loss(self, batch) -> Tensor:
+        return self.group_loss("discriminator", batch)
+
+    @property
+    def sampling_network(self) -> nn.Module:
+        return self.generator
+
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None, noise_scale: float = 1.0) -> Tensor:
+        """``n`` images in [0, 1] from z ~ N(0, noise_scale^2 I) (labels ``y`` when conditional).
+
+        A ``noise_scale`` below 1 samples a *different* distribution than the one trained (the
+        "truncation trick"): less varied, often cleaner."""
+        check_n(n, type(self).__name__)
+        if self.conditional:
+            if y is None or len(y) != n:
+                raise ValueError(f"a conditional DCGAN needs n={n} labels y to sample")
+            y = y.to(self.device)
+        z = noise_scale * torch.randn(n, self.latent_dim, device=self.device)
+        return (self.generator(z, y) + 1) / 2
