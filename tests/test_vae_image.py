@@ -58,6 +58,59 @@ def test_single_sample_elbos_average_to_the_exact_elbo(ppca):
             assert ((draws.mean(0) - exact).abs() < 5 * se).all(), fn.__name__
 
 
+class _FixedEncoder:
+    """The linear-Gaussian model with its encoder's outputs replaced by leaves, one row per draw.
+
+    x is one example repeated M times; the gradient of the summed estimates with respect to the
+    leaves gives M single-draw gradients with respect to the encoder's mean and log-variance
+    (which, for the linear-Gaussian encoder, are its parameters enc_c and enc_log_var).
+    """
+
+    def __init__(self, model, x, draws):
+        self.model, self.latent_dim = model, model.latent_dim
+        mu, log_var = model.encode(x)
+        self.mu = mu.detach().expand(draws, -1).clone().requires_grad_(True)
+        self.log_var = log_var.detach().expand(draws, -1).clone().requires_grad_(True)
+
+    def encode(self, x):
+        return self.mu, self.log_var
+
+    def log_px_given_z(self, x, z):
+        return self.model.log_px_given_z(x, z)
+
+
+def _per_draw_gradients(estimator, model, x_one, draws=4000, seed=0):
+    torch.manual_seed(seed)
+    fixed = _FixedEncoder(model, x_one, draws)
+    value = estimator(fixed, x_one.expand(draws, -1))
+    g_mu, g_log_var = torch.autograd.grad(value.sum(), (fixed.mu, fixed.log_var))
+    return value.detach(), g_mu, g_log_var
+
+
+def test_gradients_at_the_true_posterior_mc_kl_stl_and_closed_form(ppca):
+    """Exercise 1's facts about the gradient: at the posterior the Monte-Carlo-KL estimate is
+    constant, but its reparameterised gradient is not (the score term has mean zero, not
+    variance zero); with q's parameters detached inside log q (STL) every gradient is zero; on
+    this model the Monte-Carlo-KL gradient is *louder* than the closed-form-KL one."""
+    model, x = ppca
+    model.set_exact_posterior()
+    x_one = x[:1]
+    log_px = model.log_prob(x_one)
+    v_mc, g_mc, gl_mc = _per_draw_gradients(V.elbo_mc, model, x_one)
+    v_stl, g_stl, gl_stl = _per_draw_gradients(V.elbo_stl, model, x_one)
+    v_cf, g_cf, gl_cf = _per_draw_gradients(V.elbo, model, x_one)
+    torch.testing.assert_close(v_mc, log_px.expand_as(v_mc))  # the value: constant
+    torch.testing.assert_close(v_stl, v_mc)  # STL changes the gradient, not the value
+    assert v_cf.std() > 0.01
+    assert g_stl.abs().max() < 1e-10 and gl_stl.abs().max() < 1e-10  # STL: zero for every draw
+    assert g_mc.var(0).min() > 0.1 and gl_mc.var(0).min() > 0.01  # MC-KL: random
+    for g in (g_mc, gl_mc, g_cf, gl_cf):  # all unbiased for the true gradient, zero at the optimum
+        assert (g.mean(0).abs() < 5 * g.std(0) / math.sqrt(len(g)) + 1e-9).all()
+    # the gradient with the Monte-Carlo KL is the noisier one here, though its value is not
+    assert g_mc.var(0).sum() > 1.1 * g_cf.var(0).sum()
+    assert gl_mc.var(0).sum() > 1.1 * gl_cf.var(0).sum()
+
+
 def test_gaussian_kl_closed_form_against_monte_carlo_and_torch():
     gen = torch.Generator().manual_seed(0)
     mu = torch.randn(4, 3, generator=gen, dtype=torch.float64)

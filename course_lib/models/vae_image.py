@@ -9,7 +9,7 @@ tests and the lesson's checks use because its log p(x) is exact):
     log_px_given_z(x, z)  -> log p(x | z) summed over pixels; z of shape (..., B, d_z) gives (..., B)
     latent_dim            d_z
 
-The functions a lesson shows (``gaussian_kl``, ``elbo``, ``elbo_mc``, ``iwae_bound`` and the
+The functions a lesson shows (``gaussian_kl``, ``elbo``, ``elbo_mc``, ``elbo_stl``, ``iwae_bound`` and the
 decoders' log-likelihoods) are the math and nothing else; argument checks live in helpers.
 """
 
@@ -67,6 +67,18 @@ def elbo_mc(model, x: Tensor) -> Tensor:
     mu, log_var = model.encode(x)
     z = reparameterise(mu, log_var)
     return model.log_px_given_z(x, z) + log_standard_normal(z) - log_normal(z, mu, log_var)
+
+
+def elbo_stl(model, x: Tensor) -> Tensor:
+    """:func:`elbo_mc` with q's parameters detached inside log q ("sticking the landing").
+
+    The same value, and the same expectation of the gradient; but the score term
+    -grad_phi log q(z | x) at fixed z, which has mean zero, is dropped from the gradient, so at
+    the true posterior every single-draw gradient is exactly zero (Roeder et al., 2017).
+    """
+    mu, log_var = model.encode(x)
+    z = reparameterise(mu, log_var)
+    return model.log_px_given_z(x, z) + log_standard_normal(z) - log_normal(z, mu.detach(), log_var.detach())
 
 
 def iwae_bound(model, x: Tensor, k: int) -> Tensor:
@@ -257,8 +269,10 @@ class LinearGaussian(nn.Module):
     """Probabilistic PCA, x = W z + b + sigma * noise, z ~ N(0, I), with a diagonal-Gaussian encoder.
 
     Its log p(x) and posterior p(z | x) are exact, so every bound can be checked against them.
-    W has orthogonal columns, so the posterior's covariance is diagonal and the encoder can
-    equal it exactly: ``set_exact_posterior()``. ``encode`` is a linear map of x, with
+    The posterior is N(M^-1 W^T (x - b), sigma^2 M^-1) with M = W^T W + sigma^2 I. For a general
+    W its covariance is not diagonal and no diagonal q can equal it; here W is chosen with
+    orthogonal columns, so M is diagonal and the encoder can equal the posterior exactly:
+    ``set_exact_posterior()``. ``encode`` is a linear map of x, with
     parameters ``enc_A``, ``enc_c`` and ``enc_log_var`` (shared by all x, as in the posterior).
     """
 
