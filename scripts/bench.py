@@ -104,6 +104,7 @@ def table(rows: list[dict], profile: str) -> str:
     for r in rows:
         ok = "no (failed)" if r["error"] else ("yes" if r["wall"] <= BUDGET_S[profile] else "**no**")
         heads = "<br>".join(f"{k} = {v}" for k, v in r["headlines"]) or ("error: " + r["error"] if r["error"] else "")
+        heads = heads.replace("|", "\\|")  # a | in a label would end the table cell
         lines.append(f"| {r['lesson']} | {r['wall']:.1f} | {r['peak_mib']:.0f} | {ok} | {heads} |")
     total = sum(r["wall"] for r in rows)
     lines += ["", f"All lessons: {total:.0f} s ({total / 60:.1f} min)."]
