@@ -113,7 +113,19 @@ def convert_markdown(text: str, bib: dict[str, tuple[str, str]], eqs: dict[str, 
     text = re.sub(r"\{cite:?(p|t)?\}`([^`]+)`", lambda m: _cite(m, bib), text)
     text = re.sub(r"\{(?:ref|doc)\}`([^`<]+?)\s*<[^`]+>`", r"\1", text)
     text = re.sub(r"\{(?:ref|doc)\}`lesson-0?(\d+)`", r"lesson \1", text)
+    pages = page_titles()
+    text = re.sub(r"\{(?:ref|doc)\}`([\w-]+)`", lambda m: f"the page \"{pages.get(m.group(1), m.group(1))}\" of the course site", text)
     return text
+
+
+def page_titles() -> dict[str, str]:
+    """label -> title of the book's pages outside lessons/ (notation, run times, ...), for {ref} links."""
+    titles = {}
+    for page in ROOT.glob("*.md"):
+        m = re.search(r"^\(([\w-]+)\)=\s*\n#\s+(.+)$", page.read_text(encoding="utf-8"), re.M)
+        if m:
+            titles[m.group(1)] = m.group(2).strip()
+    return titles
 
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"

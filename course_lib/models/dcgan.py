@@ -77,7 +77,7 @@ def spectral_norm(module: nn.Module, seed: int = 0) -> nn.Module:
 
 def largest_singular_value(module: nn.Module) -> float:
     """sigma_max of the weight ``module`` uses now (normalised, if spectral norm is on), exactly (SVD)."""
-    return float(torch.linalg.matrix_norm(module.weight.detach().flatten(1).double(), ord=2))
+    return float(torch.linalg.matrix_norm(module.weight.detach().flatten(1).cpu().double(), ord=2))  # float64 on the CPU
 
 
 # ----------------------------------------------------------------------------- the networks

@@ -91,7 +91,7 @@ def mode_coverage(samples: Tensor, means: Tensor, std: float, within: float = 3.
     good = distance <= within * std
     counts = torch.bincount(nearest[good], minlength=len(means))
     covered = counts >= min_share * len(samples) / len(means)
-    return ModeCoverage(counts=counts, covered=covered, high_quality=good.double().mean().item())
+    return ModeCoverage(counts=counts, covered=covered, high_quality=good.cpu().double().mean().item())
 
 
 # ----------------------------------------------------------------------------- the model
