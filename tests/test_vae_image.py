@@ -151,24 +151,26 @@ def test_iwae_bound_rises_with_k_on_average_and_stays_below_log_px(ppca):
         V.iwae_bound_batched(model, x, k=0)
 
 
+def assert_sums_to_one(vae, images, draws):
+    """p(x | z) summed over every possible image is 1, for several latents z."""
+    z = torch.randn(draws, 1, 2).expand(draws, len(images), 2)
+    with torch.no_grad():
+        total = torch.logsumexp(vae.log_px_given_z(images, z), dim=-1)
+    torch.testing.assert_close(total, torch.zeros(draws), atol=1e-5, rtol=0)
+
+
 def test_categorical_decoder_sums_to_one_over_all_images():
     torch.manual_seed(0)
     vae = V.ImageVAE(image_shape=(1, 1, 2), levels=17, latent_dim=2, hidden=(8,))
     images = torch.cartesian_prod(torch.arange(17), torch.arange(17))  # all 289 images of 2 pixels
-    z = torch.randn(3, 1, 2).expand(3, len(images), 2)
-    with torch.no_grad():
-        total = torch.logsumexp(vae.log_px_given_z(images, z), dim=-1)
-    torch.testing.assert_close(total, torch.zeros(3), atol=1e-5, rtol=0)
+    assert_sums_to_one(vae, images, draws=3)
 
 
 def test_conv_categorical_decoder_sums_to_one_over_all_images():
     torch.manual_seed(0)
     vae = V.ConvImageVAE(image_shape=(1, 2, 2), levels=3, latent_dim=2, channels=4, hidden=8)
     images = torch.tensor(list(itertools.product(range(3), repeat=4)))  # all 81 images of 2x2 pixels, 3 levels
-    z = torch.randn(2, 1, 2).expand(2, len(images), 2)
-    with torch.no_grad():
-        total = torch.logsumexp(vae.log_px_given_z(images, z), dim=-1)
-    torch.testing.assert_close(total, torch.zeros(2), atol=1e-5, rtol=0)
+    assert_sums_to_one(vae, images, draws=2)
     x = torch.randint(0, 17, (3, 1, 8, 8))
     assert V.ConvImageVAE(dropout=0.2).elbo(x).shape == (3,)
 
@@ -177,10 +179,7 @@ def test_bernoulli_decoder_sums_to_one_over_all_images():
     torch.manual_seed(0)
     vae = V.ImageVAE(image_shape=(1, 1, 3), levels=2, latent_dim=2, hidden=(8,), likelihood="bernoulli")
     images = torch.tensor(list(itertools.product([0, 1], repeat=3)))
-    z = torch.randn(2, 1, 2).expand(2, len(images), 2)
-    with torch.no_grad():
-        total = torch.logsumexp(vae.log_px_given_z(images, z), dim=-1)
-    torch.testing.assert_close(total, torch.zeros(2), atol=1e-5, rtol=0)
+    assert_sums_to_one(vae, images, draws=2)
 
 
 def test_image_vae_shapes_samples_and_bad_input():
