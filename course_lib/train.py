@@ -7,8 +7,14 @@ several (a GAN's discriminator and generator, stepped in turn on every batch).
 
 The loop adds what every lesson needs and none should repeat: mini-batches from tensors,
 Adam, gradient clipping, an optional learning-rate schedule, an optional EMA of the weights,
-mixed precision on CUDA, a progress bar, the loss history, and checkpoints that a later call
-resumes from exactly (same numbers as an uninterrupted run, on CPU).
+mixed precision on CUDA (bf16, or fp16 with a gradient scaler), ``channels_last`` for conv
+nets on CUDA, optional ``torch.compile``, a progress bar, the loss history, checkpoints that a
+later call resumes from exactly (same numbers as an uninterrupted run, on CPU), and data
+parallelism: started under ``torchrun``, the same call trains one model on several processes
+with DistributedDataParallel (NCCL on GPUs, Gloo on CPUs), each taking its share of the batch.
+
+:func:`fit` reads as the algorithm (batch, loss, backward, clip, step, EMA); the set-up,
+checkpointing and bookkeeping live in the named helpers below it.
 """
 
 from __future__ import annotations
@@ -43,8 +49,9 @@ class EMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for p_ema, p in zip(self.model.parameters(), model.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - self.decay)
+        ema_params = list(self.model.parameters())
+        if ema_params:
+            torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - self.decay)
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
 
@@ -74,6 +81,269 @@ class TrainResult:
         return float(sum(head) / max(len(head), 1))
 
 
+def fit(
+    model: nn.Module,
+    data: Data,
+    *,
+    steps: int,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    grad_clip: float | None = 1.0,
+    lr_schedule: str = "constant",
+    warmup: int = 0,
+    ema_decay: float | None = None,
+    device: str | torch.device | None = None,
+    amp: bool = True,
+    channels_last: bool | None = None,
+    compile: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = True,
+    seed: int = 0,
+    progress: bool | None = None,
+    log_every: int | None = None,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    verbose: bool = True,
+    name: str | None = None,
+) -> TrainResult:
+    """Train ``model`` for ``steps`` optimiser steps on ``data``; return the history.
+
+    ``data``: a tensor (or a tuple of tensors sharing their first dimension, batched together),
+    or a function ``(batch_size, generator) -> batch`` that draws a fresh batch.
+    With ``checkpoint`` set, the run is saved every ``checkpoint_every`` steps and at the end,
+    and a later call with the same arguments resumes from the file (``resume=True``).
+    On CUDA: mixed precision (``amp``), ``channels_last`` (default: on for models with 2D
+    convolutions), ``compile=True`` for ``torch.compile``; losses are read back to the CPU only
+    every few steps, so the GPU never waits for Python. Under ``torchrun`` each process takes
+    ``batch_size / world_size`` examples of the same global batch and the gradients are averaged
+    (DistributedDataParallel), so the run equals one process on the whole batch for a loss that
+    draws no randomness of its own. The model is left in ``eval()`` mode on ``device``.
+    """
+    run = _Setup(model, data, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                 lr_schedule=lr_schedule, warmup=warmup, ema_decay=ema_decay, device=device, amp=amp,
+                 channels_last=channels_last, compile=compile, seed=seed, name=name, callback=callback)
+    ckpt = _Checkpoint(checkpoint, run) if checkpoint is not None else None
+    start, history = ckpt.resume(verbose) if ckpt is not None and resume else (0, None)
+    log = _Log(run, start, history, progress, log_every, verbose)
+
+    model.train()
+    t0 = time.perf_counter()
+    try:
+        for step in range(start, steps):
+            batch = run.batch(step)
+            for g, opt in run.optimizers.items():
+                model.zero_grad(set_to_none=True)  # all of them: a GAN's generator step fills D's too
+                with autocast(run.device, run.use_amp):
+                    loss = run.loss(g, batch)
+                run.backward(loss, opt)
+                if grad_clip is not None:
+                    nn.utils.clip_grad_norm_(run.groups[g], grad_clip)
+                run.optimiser_step(opt)
+                run.schedulers[g].step()
+                log.add(g, loss)
+            if run.ema is not None:
+                run.ema.update(model)
+            log.step_done(step + 1)  # reads the losses back every few steps, checks they are finite
+            if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
+                ckpt.save(step + 1, log.flush())
+            if callback is not None:
+                callback(step + 1, log.last)
+    finally:
+        log.close()
+        model.eval()
+    seconds = time.perf_counter() - t0
+    if ckpt is not None and steps > start:
+        ckpt.save(steps, log.flush())
+    result = TrainResult(history=log.history, steps=steps, seconds=seconds, device=run.device,
+                         ema_model=run.ema.model if run.ema is not None else None, resumed_from=start,
+                         unit=run.unit)
+    log.summary(result, steps - start)
+    return result
+
+
+@torch.no_grad()
+def evaluate(
+    fn: Callable[[Tensor], Tensor],
+    data: Tensor,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> float:
+    """Mean over ``data`` of a per-example quantity ``fn(batch) -> (B,)`` (an NLL, say), in batches.
+
+    Each batch is moved to ``device`` (default: where :func:`runtime.get_device` points).
+    """
+    dev = get_device(device)
+    total, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        values = fn(data[i : i + batch_size].to(dev))
+        if values.dim() != 1:
+            raise ValueError(f"evaluate expects fn to return one value per example, got shape {tuple(values.shape)}")
+        total += values.detach().to("cpu", torch.float64).sum().item()  # float64 on the CPU: MPS has none
+        count += len(values)
+    return total / max(count, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data parallelism under torchrun
+
+
+def world() -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)`` of this process: ``(0, 1, 0)`` unless started by torchrun."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), size, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _init_distributed(dev: torch.device) -> torch.device:
+    """Join torchrun's process group (once) and return this process's device."""
+    import torch.distributed as dist
+
+    rank, size, local = world()
+    if dev.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"torchrun started {size} processes but this machine has {torch.cuda.device_count()} GPU(s); "
+                "pass --nproc_per_node at most the number of GPUs"
+            )
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    elif dev.type != "cpu":
+        raise RuntimeError(f"data parallelism runs on CUDA (NCCL) or on CPUs (Gloo), not on {dev.type}")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
+class _LossModule(nn.Module):
+    """Wraps a model so that DistributedDataParallel sees its loss as ``forward``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, group: str, batch: Batch) -> Tensor:
+        return _group_loss(self.model, group, batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Set-up: device, optimisers, batches, precision
+
+
+class _Setup:
+    """Everything :func:`fit` needs before its first step, and the per-step mechanics it calls."""
+
+    def __init__(self, model: nn.Module, data: Data, *, steps: int, batch_size: int, lr: float,
+                 weight_decay: float, lr_schedule: str, warmup: int, ema_decay: float | None,
+                 device, amp: bool, channels_last: bool | None, compile: bool, seed: int,
+                 name: str | None, callback) -> None:
+        if not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.model, self.steps = model, steps
+        self.rank, self.world_size, _ = world()
+        dev = get_device(device)
+        if self.world_size > 1:
+            dev = _init_distributed(dev)
+            if batch_size % self.world_size:
+                raise ValueError(
+                    f"batch_size {batch_size} does not split evenly over {self.world_size} processes; "
+                    f"use a multiple of {self.world_size}"
+                )
+        self.device = dev
+        self.label = name or type(model).__name__
+        self.unit = getattr(model, "loss_unit", "nats")
+        self.channels_last = (dev.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
+                              if channels_last is None else channels_last)
+        model.to(dev)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+
+        self.tensors = _as_tensors(data)
+        if self.tensors is None and not callable(data):
+            raise TypeError(
+                "data must be a tensor, a tuple of tensors, or a function (batch_size, generator) -> batch; "
+                f"got {type(data).__name__}"
+            )
+        if self.tensors is not None:  # data that fits is kept on the device: no copy per step
+            self.tensors = tuple(self._layout(t.to(dev)) for t in self.tensors)
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self._perm: tuple[int, Tensor] | None = None
+        self._gen = torch.Generator().manual_seed(seed)
+
+        self.groups = _groups(model)
+        overrides = getattr(model, "optimizer_overrides", {}) or {}
+        self.optimizers = {
+            g: torch.optim.Adam(params, **{"lr": lr, "weight_decay": weight_decay, **overrides.get(g, {})})
+            for g, params in self.groups.items()
+        }
+        self.schedulers = {
+            g: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup))
+            for g, opt in self.optimizers.items()
+        }
+        self.ema = EMA(model, ema_decay) if ema_decay is not None else None
+        self.use_amp = amp and amp_dtype(dev) is not None
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and amp_dtype(dev) == torch.float16 else None
+
+        wrapped: nn.Module = _LossModule(model)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(wrapped, device_ids=[dev.index] if dev.type == "cuda" else None,
+                                              find_unused_parameters=True)  # a GAN's D step leaves G unused
+        self._loss_fn = torch.compile(wrapped) if compile else wrapped
+        self.sync_each_step = dev.type != "cuda" or callback is not None  # a callback sees every loss
+
+    def _layout(self, t: Tensor) -> Tensor:
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last and t.dim() == 4 else t
+
+    def batch(self, step: int) -> Batch:
+        """The batch of ``step`` (this process's share of it under torchrun)."""
+        if self.tensors is not None:
+            idx = self._indices(step)
+            batch: Batch = self.tensors[0][idx] if len(self.tensors) == 1 else tuple(t[idx] for t in self.tensors)
+        else:
+            self._gen.manual_seed(self.seed * 1_000_003 + step)
+            batch = _move(self.data(self.batch_size, self._gen), self.device)  # type: ignore[operator]
+            batch = self._layout(batch) if isinstance(batch, Tensor) else tuple(self._layout(t) for t in batch)
+        if self.world_size > 1:
+            batch = _shard(batch, self.rank, self.world_size)
+        return batch
+
+    def _indices(self, step: int) -> Tensor:
+        n = len(self.tensors[0])  # type: ignore[index]
+        if self.batch_size >= n:
+            return torch.arange(n, device=self.device)
+        per_epoch = n // self.batch_size
+        epoch, pos = divmod(step, per_epoch)
+        if self._perm is None or self._perm[0] != epoch:  # one permutation per epoch, kept on the device
+            self._perm = (epoch, _epoch_permutation(n, self.seed, epoch).to(self.device))
+        return self._perm[1][pos * self.batch_size : (pos + 1) * self.batch_size]
+
+    def loss(self, group: str, batch: Batch) -> Tensor:
+        loss = self._loss_fn(group, batch)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError(
+                f"the loss of group {group!r} must be a scalar tensor, got "
+                f"{type(loss).__name__} of shape {getattr(loss, 'shape', None)}"
+            )
+        return loss
+
+    def backward(self, loss: Tensor, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)  # so that clipping sees the true gradients
+        else:
+            loss.backward()
+
+    def optimiser_step(self, opt: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+
 def _as_tensors(data: Data) -> tuple[Tensor, ...] | None:
     if isinstance(data, Tensor):
         return (data,)
@@ -88,14 +358,22 @@ def _as_tensors(data: Data) -> tuple[Tensor, ...] | None:
     return None
 
 
+def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
     """Indices of the batch used at ``step``: epochs of seeded permutations, so resuming is exact."""
     if batch_size >= n:
         return torch.arange(n)
-    per_epoch = n // batch_size
-    epoch, pos = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return perm[pos * batch_size : (pos + 1) * batch_size]
+    epoch, pos = divmod(step, n // batch_size)
+    return _epoch_permutation(n, seed, epoch)[pos * batch_size : (pos + 1) * batch_size]
+
+
+def _shard(batch: Batch, rank: int, size: int) -> Batch:
+    if isinstance(batch, Tensor):
+        return batch.chunk(size)[rank]
+    return tuple(t.chunk(size)[rank] for t in batch)
 
 
 def _move(batch: Batch, device: torch.device) -> Batch:
@@ -131,221 +409,136 @@ def _groups(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
 def _group_loss(model: nn.Module, group: str, batch: Batch) -> Tensor:
     fn = getattr(model, "group_loss", None)
-    loss = fn(group, batch) if fn is not None else model.loss(batch)
-    if not isinstance(loss, Tensor) or loss.dim() != 0:
-        raise ValueError(
-            f"the loss of group {group!r} must be a scalar tensor, got "
-            f"{type(loss).__name__} of shape {getattr(loss, 'shape', None)}"
-        )
-    return loss
+    return fn(group, batch) if fn is not None else model.loss(batch)
+
+
+# ----------------------------------------------------------------------------------------------
+# Bookkeeping: loss history, progress bar, log lines, checkpoints
 
 
 def _progress_default() -> bool:
     return os.environ.get("COURSE_PROGRESS", "1") not in ("0", "false", "no")
 
 
-def fit(
-    model: nn.Module,
-    data: Data,
-    *,
-    steps: int,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    grad_clip: float | None = 1.0,
-    lr_schedule: str = "constant",
-    warmup: int = 0,
-    ema_decay: float | None = None,
-    device: str | torch.device | None = None,
-    amp: bool = True,
-    checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int | None = None,
-    resume: bool = True,
-    seed: int = 0,
-    progress: bool | None = None,
-    log_every: int | None = None,
-    callback: Callable[[int, dict[str, float]], None] | None = None,
-    verbose: bool = True,
-    name: str | None = None,
-) -> TrainResult:
-    """Train ``model`` for ``steps`` optimiser steps on ``data``; return the history.
+class _Log:
+    """The loss history, read back from the device every ``sync_every`` steps and checked finite."""
 
-    ``data``: a tensor (or a tuple of tensors sharing their first dimension, batched together),
-    or a function ``(batch_size, generator) -> batch`` that draws a fresh batch.
-    With ``checkpoint`` set, the run is saved every ``checkpoint_every`` steps and at the end,
-    and a later call with the same arguments resumes from the file (``resume=True``).
-    The model is left in ``eval()`` mode on ``device``.
-    """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be a non-negative int, got {steps!r}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    dev = get_device(device)
-    model.to(dev)
-    tensors = _as_tensors(data)
-    if tensors is None and not callable(data):
-        raise TypeError(
-            "data must be a tensor, a tuple of tensors, or a function (batch_size, generator) -> batch; "
-            f"got {type(data).__name__}"
-        )
-    if tensors is not None:
-        tensors = tuple(t.to(dev) for t in tensors)
-    label = name or type(model).__name__
-    unit = getattr(model, "loss_unit", "nats")
+    def __init__(self, run: _Setup, start: int, history: dict[str, list[float]] | None,
+                 progress: bool | None, log_every: int | None, verbose: bool) -> None:
+        self.run, self.log_every = run, log_every
+        # On the CPU reading a loss back costs nothing; on a GPU it makes the CPU wait for the GPU.
+        self.sync_every = 1 if run.sync_each_step else 25
+        self.verbose = verbose and run.rank == 0
+        self.history: dict[str, list[float]] = history or {g: [] for g in run.groups}
+        self.pending: dict[str, list[Tensor]] = {g: [] for g in run.groups}
+        self.last: dict[str, float] = {}
+        self.step = start
+        show = (_progress_default() if progress is None else progress) and run.rank == 0
+        self.bar = None
+        if show and start < run.steps:
+            from tqdm.auto import tqdm
 
-    groups = _groups(model)
-    overrides = getattr(model, "optimizer_overrides", {}) or {}
-    optimizers = {
-        g: torch.optim.Adam(params, **{"lr": lr, "weight_decay": weight_decay, **overrides.get(g, {})})
-        for g, params in groups.items()
-    }
-    schedulers = {
-        g: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(lr_schedule, steps, warmup))
-        for g, opt in optimizers.items()
-    }
-    ema = EMA(model, ema_decay) if ema_decay is not None else None
-    use_amp = amp and amp_dtype(dev) is not None
-    scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype(dev) == torch.float16 else None
-    history: dict[str, list[float]] = {g: [] for g in groups}
-    start = 0
+            self.bar = tqdm(total=run.steps, initial=start, desc=run.label, leave=False)
 
-    ckpt_path = Path(checkpoint) if checkpoint is not None else None
-    if ckpt_path is not None and resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        model.load_state_dict(state["model"])
-        for g in groups:
-            optimizers[g].load_state_dict(state["optimizers"][g])
-            schedulers[g].load_state_dict(state["schedulers"][g])
-        if ema is not None and state.get("ema") is not None:
-            ema.model.load_state_dict(state["ema"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = {g: list(v) for g, v in state["history"].items()}
-        start = int(state["step"])
-        torch.set_rng_state(state["rng_cpu"])
-        if dev.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], dev)
-        if verbose:
-            print(f"{label}: resumed from step {start:,} of {steps:,} ({ckpt_path})")
+    def add(self, group: str, loss: Tensor) -> None:
+        self.pending[group].append(loss.detach())
 
-    def save(step: int) -> None:
-        assert ckpt_path is not None
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": model.state_dict(),
-            "optimizers": {g: o.state_dict() for g, o in optimizers.items()},
-            "schedulers": {g: s.state_dict() for g, s in schedulers.items()},
-            "ema": ema.model.state_dict() if ema is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "history": history,
-            "step": step,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-        }
-        tmp = ckpt_path.with_name(ckpt_path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt_path)
+    def step_done(self, step: int) -> None:
+        self.step = step
+        if step % self.sync_every == 0 or step == self.run.steps:
+            self.flush()
+        if self.bar is not None:
+            self.bar.update(1)
+            if step % 25 == 1 and self.last:
+                self.bar.set_postfix({g: f"{v:.3f}" for g, v in self.last.items()})
+        if self.verbose and self.log_every and step % self.log_every == 0:
+            self.flush()
+            shown = ", ".join(f"{g} {v:.4f}" for g, v in self.last.items())
+            print(f"{self.run.label}: step {step:,}/{self.run.steps:,}: {shown} {self.run.unit}")
 
-    show_bar = _progress_default() if progress is None else progress
-    bar = None
-    if show_bar and start < steps:
-        from tqdm.auto import tqdm
+    def flush(self) -> dict[str, list[float]]:
+        """Move the pending losses into the history (one device-to-CPU copy per group)."""
+        for g, losses in self.pending.items():
+            if not losses:
+                continue
+            values = torch.stack(losses).float()
+            if self.run.world_size > 1:  # the history holds the loss of the whole batch
+                import torch.distributed as dist
 
-        bar = tqdm(total=steps, initial=start, desc=label, leave=False)
-
-    model.train()
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(seed)
-    try:
-        for step in range(start, steps):
-            if tensors is not None:
-                idx = _batch_indices(len(tensors[0]), batch_size, step, seed).to(dev)
-                batch: Batch = tensors[0][idx] if len(tensors) == 1 else tuple(t[idx] for t in tensors)
-            else:
-                gen.manual_seed(seed * 1_000_003 + step)
-                batch = _move(data(batch_size, gen), dev)  # type: ignore[operator]
-            losses: dict[str, float] = {}
-            for g, opt in optimizers.items():
-                model.zero_grad(set_to_none=True)
-                with autocast(dev, use_amp):
-                    loss = _group_loss(model, g, batch)
-                if not torch.isfinite(loss):
+                dist.all_reduce(values)
+                values /= self.run.world_size
+            values = values.cpu().tolist()
+            first = self.step - len(values)
+            for i, v in enumerate(values):
+                if not math.isfinite(v):
                     raise FloatingPointError(
-                        f"{label}: the loss of group {g!r} became {loss.item()} at step {step}; "
+                        f"{self.run.label}: the loss of group {g!r} became {v} at step {first + i}; "
                         "lower the learning rate or tighten grad_clip"
                     )
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(opt)
-                else:
-                    loss.backward()
-                if grad_clip is not None:
-                    nn.utils.clip_grad_norm_(groups[g], grad_clip)
-                if scaler is not None:
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    opt.step()
-                schedulers[g].step()
-                losses[g] = loss.item()
-                history[g].append(losses[g])
-            if ema is not None:
-                ema.update(model)
-            if bar is not None:
-                bar.update(1)
-                if step % 25 == 0:
-                    bar.set_postfix({g: f"{v:.3f}" for g, v in losses.items()})
-            if verbose and log_every and (step + 1) % log_every == 0:
-                shown = ", ".join(f"{g} {v:.4f}" for g, v in losses.items())
-                print(f"{label}: step {step + 1:,}/{steps:,}: {shown} {unit}")
-            if ckpt_path is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
-                save(step + 1)
-            if callback is not None:
-                callback(step + 1, losses)
-    finally:
-        if bar is not None:
-            bar.close()
-        model.eval()
-    seconds = time.perf_counter() - t0
-    if ckpt_path is not None and steps > start:
-        save(steps)
-    result = TrainResult(
-        history=history,
-        steps=steps,
-        seconds=seconds,
-        device=dev,
-        ema_model=ema.model if ema is not None else None,
-        resumed_from=start,
-        unit=unit,
-    )
-    if verbose and steps > start:
-        parts = [
-            f"{g} {result.initial(g):.3f} -> {result.final(g):.3f}" for g in history if history[g]
-        ]
-        print(
-            f"{label}: {steps - start:,} steps in {seconds:.1f} s on {dev.type}; "
-            f"loss ({unit}, first 10 -> last 50 steps): {'; '.join(parts)}"
-        )
-    return result
+            self.history[g].extend(values)
+            self.last[g] = values[-1]
+            losses.clear()
+        return self.history
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def summary(self, result: TrainResult, trained: int) -> None:
+        if self.verbose and trained > 0:
+            parts = [f"{g} {result.initial(g):.3f} -> {result.final(g):.3f}" for g in result.history if result.history[g]]
+            print(
+                f"{self.run.label}: {trained:,} steps in {result.seconds:.1f} s on {result.device.type}; "
+                f"loss ({self.run.unit}, first 10 -> last 50 steps): {'; '.join(parts)}"
+            )
 
 
-@torch.no_grad()
-def evaluate(
-    fn: Callable[[Tensor], Tensor],
-    data: Tensor,
-    batch_size: int = 1024,
-    device: str | torch.device | None = None,
-) -> float:
-    """Mean over ``data`` of a per-example quantity ``fn(batch) -> (B,)`` (an NLL, say), in batches.
+class _Checkpoint:
+    """Save and resume a run: model, optimisers, schedules, EMA, scaler, history, step and RNG."""
 
-    Each batch is moved to ``device`` (default: where :func:`runtime.get_device` points).
-    """
-    dev = get_device(device)
-    total, count = 0.0, 0
-    for i in range(0, len(data), batch_size):
-        values = fn(data[i : i + batch_size].to(dev))
-        if values.dim() != 1:
-            raise ValueError(f"evaluate expects fn to return one value per example, got shape {tuple(values.shape)}")
-        total += values.detach().to("cpu", torch.float64).sum().item()  # float64 on the CPU: MPS has none
-        count += len(values)
-    return total / max(count, 1)
+    def __init__(self, path: str | os.PathLike, run: _Setup) -> None:
+        self.path, self.run = Path(path), run
+
+    def resume(self, verbose: bool) -> tuple[int, dict[str, list[float]] | None]:
+        run = self.run
+        if not self.path.exists():
+            return 0, None
+        state = torch.load(self.path, map_location=run.device, weights_only=True)
+        run.model.load_state_dict(state["model"])
+        for g in run.groups:
+            run.optimizers[g].load_state_dict(state["optimizers"][g])
+            run.schedulers[g].load_state_dict(state["schedulers"][g])
+        if run.ema is not None and state.get("ema") is not None:
+            run.ema.model.load_state_dict(state["ema"])
+        if run.scaler is not None and state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+        start = int(state["step"])
+        torch.set_rng_state(state["rng_cpu"])
+        if run.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], run.device)
+        if verbose and run.rank == 0:
+            print(f"{run.label}: resumed from step {start:,} of {run.steps:,} ({self.path})")
+        return start, {g: list(v) for g, v in state["history"].items()}
+
+    def save(self, step: int, history: dict[str, list[float]]) -> None:
+        run = self.run
+        if run.rank == 0:  # one writer; the others wait below until the file is complete
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": run.model.state_dict(),
+                "optimizers": {g: o.state_dict() for g, o in run.optimizers.items()},
+                "schedulers": {g: s.state_dict() for g, s in run.schedulers.items()},
+                "ema": run.ema.model.state_dict() if run.ema is not None else None,
+                "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+                "history": history,
+                "step": step,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None,
+            }
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            torch.save(state, tmp)
+            os.replace(tmp, self.path)
+        if run.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
