@@ -200,3 +200,24 @@ def test_widgets_render_offline(browser, server, site):
             assert len(after) == 1 and after != before, f"{path}: moving the slider did not change the picture"
         finally:
             visit.close()
+
+
+@pytest.mark.parametrize("lesson", toc_lessons())
+def test_self_check_quiz_answers_itself(browser, server, lesson):
+    """Each lesson's quiz renders offline, and a click on a choice shows that choice's feedback."""
+    from course_lib import quiz
+
+    number = Path(lesson).name[:2]
+    expected = quiz.questions(number)
+    visit = Visit(browser, server + f"{lesson}.html")
+    try:
+        visit.page.wait_for_selector(".Quiz .MCButton", timeout=15000)
+        assert visit.page.locator(".Quiz").count() == len(expected), f"{lesson}: not every question is shown"
+        # the first choice of the first question: its own feedback appears, in words
+        visit.page.locator(".Quiz").first.locator(".MCButton").first.click()
+        visit.page.wait_for_timeout(200)
+        feedback = visit.page.locator(".Quiz").first.locator(".Feedback").inner_text().strip()
+        assert feedback == expected[0]["answers"][0]["feedback"], f"{lesson}: feedback {feedback!r}"
+        assert not visit.problems, f"{lesson}: {visit.problems}"
+    finally:
+        visit.close()
