@@ -101,11 +101,13 @@ def table(rows: list[dict], profile: str) -> str:
         "| lesson | wall time (s) | peak memory (MiB) | within budget | headline numbers |",
         "|---|---:|---:|---|---|",
     ]
+    dated = len({r.get("date") for r in rows}) > 1  # rows measured on different days say when
     for r in rows:
         ok = "no (failed)" if r["error"] else ("yes" if r["wall"] <= BUDGET_S[profile] else "**no**")
         heads = "<br>".join(f"{k} = {v}" for k, v in r["headlines"]) or ("error: " + r["error"] if r["error"] else "")
         heads = heads.replace("|", "\\|")  # a | in a label would end the table cell
-        lines.append(f"| {r['lesson']} | {r['wall']:.1f} | {r['peak_mib']:.0f} | {ok} | {heads} |")
+        lesson = r["lesson"] + (f" ({r['date']})" if dated else "")
+        lines.append(f"| {lesson} | {r['wall']:.1f} | {r['peak_mib']:.0f} | {ok} | {heads} |")
     total = sum(r["wall"] for r in rows)
     lines += ["", f"All lessons: {total:.0f} s ({total / 60:.1f} min)."]
     return "\n".join(lines) + "\n"
@@ -128,6 +130,26 @@ def record_times(rows: list[dict], profile: str) -> None:
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
+def merged_rows(rows: list[dict], profile: str) -> list[dict]:
+    """This run's rows merged with the earlier runs' rows of the other lessons (``--lessons``).
+
+    The rows are kept in ``bench/<profile>.json`` beside the table; a lesson that no longer
+    exists is dropped, and each row keeps the date it was measured on.
+    """
+    import json
+
+    path = ROOT / "bench" / f"{profile}.json"
+    kept = {r["lesson"]: r for r in json.loads(path.read_text())} if path.exists() else {}
+    today = time.strftime("%Y-%m-%d")
+    for r in rows:
+        kept[r["lesson"]] = {**r, "date": today, "headlines": [list(h) for h in r["headlines"]]}
+    existing = {p.stem for p in lessons()}
+    merged = [kept[k] for k in sorted(kept) if k in existing]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", choices=sorted(BUDGET_S))
@@ -145,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {k} = {v}")
     if not args.out:
         record_times(rows, args.profile)
+        rows = merged_rows(rows, args.profile)
     out = args.out or ROOT / "bench" / f"{args.profile}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table(rows, args.profile), encoding="utf-8")
