@@ -8,6 +8,7 @@ from torch import nn
 
 from course_lib import train
 from course_lib.checks import lesson08
+from course_lib.models import dcgan
 from course_lib.models import gan as gan_lib
 from course_lib.models.dcgan import (
     DCGAN,
@@ -141,3 +142,56 @@ def test_a_short_run_learns_the_mean_image():
         torch.set_num_threads(threads)
     after = gap()
     assert after < 0.25 * before, (before, after)
+
+
+def test_hinge_losses_known_values():
+    real = torch.tensor([2.0, 0.5, -1.0])  # margins: 0, 0.5, 2 -> mean 2.5 / 3
+    fake = torch.tensor([-2.0, 0.0])  # margins: 0, 1 -> mean 0.5
+    loss = dcgan.hinge_discriminator_loss(real, fake)
+    torch.testing.assert_close(loss, torch.tensor(2.5 / 3 + 0.5))
+    torch.testing.assert_close(dcgan.hinge_generator_loss(fake), torch.tensor(1.0))
+    model = DCGAN(latent_dim=8, width=8, loss_type="hinge")
+    assert model.loss_unit.startswith("hinge")
+    with pytest.raises(ValueError, match="loss_type"):
+        DCGAN(loss_type="wasserstein")
+
+
+def test_translate_shifts_each_image_by_at_most_the_shift():
+    torch.manual_seed(0)
+    x = -torch.ones(64, 1, 28, 28)
+    x[:, :, 14, 14] = 1.0  # one bright pixel in the middle of each image
+    shifted = dcgan.translate(x, shift=2)
+    assert shifted.shape == x.shape
+    rows, cols = (shifted[:, 0] == 1).nonzero()[:, 1:].T
+    assert len(rows) == 64  # the pixel survives in every image, moved by at most 2 in each direction
+    assert (rows - 14).abs().max() <= 2 and (cols - 14).abs().max() <= 2
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # offsets differ between images
+    z = torch.zeros(4, 1, 28, 28, requires_grad=True)
+    dcgan.translate(z).sum().backward()
+    assert z.grad is not None  # differentiable: the generator learns through it
+
+
+def test_optimizer_overrides_and_auxiliary_classifier():
+    model = DCGAN(latent_dim=8, width=8, g_width=4, d_width=12, betas=(0.0, 0.9), lr_d=4e-4, lr_g=1e-4)
+    assert model.generator.width == 4 and model.discriminator.conv1.out_channels == 12
+    assert model.optimizer_overrides == {"discriminator": {"betas": (0.0, 0.9), "lr": 4e-4},
+                                         "generator": {"betas": (0.0, 0.9), "lr": 1e-4}}
+    with pytest.raises(ValueError, match="conditional"):
+        DCGAN(aux_weight=1.0)
+    torch.manual_seed(0)
+    model = DCGAN(latent_dim=8, width=8, conditional=True, aux_weight=0.5)
+    x, y = torch.rand(6, 1, 28, 28) * 2 - 1, torch.arange(6)
+    D = model.discriminator
+    torch.manual_seed(1)
+    d_loss = model.group_loss("discriminator", (x, y))
+    torch.manual_seed(1)
+    fake = model.fake(6, y)
+    logit, classes = D.scores(x, y)
+    expected = gan_lib.discriminator_loss(logit, D(fake, y)) + 0.5 * torch.nn.functional.cross_entropy(classes, y)
+    torch.testing.assert_close(d_loss, expected)
+    torch.manual_seed(2)
+    g_loss = model.group_loss("generator", (x, y))
+    torch.manual_seed(2)
+    logit, classes = D.scores(model.fake(6, y), y)
+    expected = gan_lib.generator_loss(logit) + 0.5 * torch.nn.functional.cross_entropy(classes, y)
+    torch.testing.assert_close(g_loss, expected)

@@ -9,7 +9,10 @@
   2018), W / sigma_max(W) with sigma_max estimated by one step of power iteration per call.
 * :class:`DCGAN` puts them together for :func:`course_lib.train.fit`, with the losses of
   :mod:`course_lib.models.gan` (the discriminator's cross-entropy and the non-saturating
-  generator loss). Its batches are images in [-1, 1], or (images, labels) when conditional.
+  generator loss) or the hinge loss. Its batches are images in [-1, 1], or (images, labels)
+  when conditional. Options measured for lesson 8: separate widths for the two players, Adam's
+  betas and a learning rate per player, translation augmentation (Zhao et al., 2020) and an
+  auxiliary classifier in the conditional discriminator (Odena et al., 2017).
 
 ``sample`` returns images in [0, 1], the range :mod:`course_lib.evaluation` takes.
 """
@@ -108,10 +111,11 @@ class ConvDiscriminator(nn.Module):
     """28 x 28 -> 14 x 14 (w) -> 7 x 7 (2w) -> features phi(x) -> logit; LeakyReLU(0.2), no batch norm.
 
     ``spectral=True`` puts spectral normalisation on every layer. ``conditional=True`` adds the
-    projection term embed(y) . phi(x) to the logit.
+    projection term embed(y) . phi(x) to the logit. ``auxiliary=True`` adds a second head that
+    classifies phi(x) into the ten digits (an auxiliary classifier, as in AC-GAN).
     """
 
-    def __init__(self, width: int = 32, spectral: bool = False, conditional: bool = False):
+    def __init__(self, width: int = 32, spectral: bool = False, conditional: bool = False, auxiliary: bool = False):
         super().__init__()
         self.conditional = conditional
         layers = [
@@ -120,40 +124,101 @@ class ConvDiscriminator(nn.Module):
             nn.Linear(2 * width * 7 * 7, 1),
         ]
         self.embed = nn.Embedding(NUM_CLASSES, 2 * width * 7 * 7) if conditional else None
+        # auxiliary classifier (AC-GAN, Odena et al. 2017): class logits from the same features
+        self.classify = nn.Linear(2 * width * 7 * 7, NUM_CLASSES) if auxiliary else None
         if spectral:
             for k, layer in enumerate(layers):
                 spectral_norm(layer, seed=k)
             if self.embed is not None:
                 spectral_norm(self.embed, seed=len(layers))
+            if self.classify is not None:
+                spectral_norm(self.classify, seed=len(layers) + 1)
         self.conv1, self.conv2, self.head = layers
 
     def features(self, x: Tensor) -> Tensor:
         h = F.leaky_relu(self.conv1(x), 0.2)
         return F.leaky_relu(self.conv2(h), 0.2).flatten(1)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def scores(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The logit (real vs fake) and, with an auxiliary classifier, the ten class logits."""
         phi = self.features(x)
         logit = self.head(phi).squeeze(1)
         if self.conditional:
             logit = logit + (self.embed(y) * phi).sum(1)  # the projection term
-        return logit
+        class_logits = self.classify(phi) if self.classify is not None else None
+        return logit, class_logits
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.scores(x, y)[0]
 
 
 # ----------------------------------------------------------------------------- the model
 
 
+def hinge_discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
+    """The hinge loss: E[max(0, 1 - a_real)] + E[max(0, 1 + a_fake)] (no logarithms, no saturation)."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+
+
+def hinge_generator_loss(fake_logits: Tensor) -> Tensor:
+    """The generator's side of the hinge game: -E[a_fake], raise the critic's score of the fakes."""
+    return -fake_logits.mean()
+
+
+def translate(x: Tensor, shift: int = 2) -> Tensor:
+    """Shift each image by its own random offset of up to ``shift`` pixels in each direction,
+    filling with the background (-1): the "translation" of differentiable augmentation
+    (Zhao et al., 2020). Gradients flow through it to the generator."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), value=-1.0)
+    dy = torch.randint(0, 2 * shift + 1, (n, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * shift + 1, (n, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy).expand(n, h, w)
+    cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx).expand(n, h, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1).expand(n, h, w)
+    return padded[batch, 0, rows, cols].unsqueeze(1)
+
+
+LOSSES = {
+    "non-saturating": (discriminator_loss, generator_loss),
+    "hinge": (hinge_discriminator_loss, hinge_generator_loss),
+}
+
+
 class DCGAN(GenerativeModel):
-    """A convolutional GAN for 28x28 digits; ``spectral``: spectral norm in D; ``conditional``: p(x | y)."""
+    """A convolutional GAN for 28x28 digits; ``spectral``: spectral norm in D; ``conditional``: p(x | y).
+
+    ``width`` sets both networks' channels unless ``g_width`` / ``d_width`` are given;
+    ``loss_type`` is "non-saturating" (binary cross-entropy, nats) or "hinge"; ``betas`` are
+    Adam's for both players; ``lr_d`` / ``lr_g`` override the learning rate of
+    :func:`course_lib.train.fit` for one player (two time-scales when they differ);
+    ``augment`` shifts real and fake images alike by a few pixels before the discriminator sees
+    them (:func:`translate`); ``aux_weight`` > 0 (conditional only) adds an auxiliary classifier
+    to the discriminator and its cross-entropy, times the weight, to both players' losses.
+    """
 
     paradigm = "adversarial"
     loss_unit = "nats (binary cross-entropy)"
-    optimizer_overrides = {"discriminator": {"betas": (0.5, 0.999)}, "generator": {"betas": (0.5, 0.999)}}
 
-    def __init__(self, latent_dim: int = 64, width: int = 32, spectral: bool = False, conditional: bool = False):
+    def __init__(self, latent_dim: int = 64, width: int = 32, spectral: bool = False, conditional: bool = False,
+                 g_width: int | None = None, d_width: int | None = None, loss_type: str = "non-saturating",
+                 betas: tuple[float, float] = (0.5, 0.999), lr_d: float | None = None, lr_g: float | None = None,
+                 augment: bool = False, aux_weight: float = 0.0):
         super().__init__()
-        self.latent_dim, self.conditional = latent_dim, conditional
-        self.generator = ConvGenerator(latent_dim, width, conditional)
-        self.discriminator = ConvDiscriminator(width, spectral, conditional)
+        if loss_type not in LOSSES:
+            raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(LOSSES)}")
+        self.latent_dim, self.conditional, self.loss_type, self.augment = latent_dim, conditional, loss_type, augment
+        self.generator = ConvGenerator(latent_dim, g_width or width, conditional)
+        if aux_weight and not conditional:
+            raise ValueError("aux_weight needs conditional=True: the auxiliary classifier predicts the label")
+        self.aux_weight = aux_weight
+        self.discriminator = ConvDiscriminator(d_width or width, spectral, conditional, auxiliary=aux_weight > 0)
+        if loss_type == "hinge":
+            self.loss_unit = "hinge loss (no unit)"
+        lrs = {"discriminator": lr_d, "generator": lr_g}
+        self.optimizer_overrides = {
+            g: {"betas": tuple(betas), **({"lr": lr} if lr is not None else {})} for g, lr in lrs.items()
+        }
 
     def optimizer_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"discriminator": list(self.discriminator.parameters()), "generator": list(self.generator.parameters())}
@@ -174,11 +239,22 @@ class DCGAN(GenerativeModel):
         x, y = self._split(batch)
         if x.dim() != 4 or x.shape[1:] != (1, 28, 28) or not x.is_floating_point():
             raise ValueError(f"DCGAN trains on float images (N, 1, 28, 28) in [-1, 1], got {x.dtype} {tuple(x.shape)}")
+        d_loss, g_loss = LOSSES[self.loss_type]
+        aug = translate if self.augment else (lambda t: t)
+        D = self.discriminator
         if group == "discriminator":
             fake = self.fake(len(x), y).detach()  # this step trains the discriminator only
-            return discriminator_loss(self.discriminator(x, y), self.discriminator(fake, y))
+            real_logit, real_class = D.scores(aug(x), y)
+            loss = d_loss(real_logit, D(aug(fake), y))
+            if self.aux_weight:  # the auxiliary head learns the labels of the real images
+                loss = loss + self.aux_weight * F.cross_entropy(real_class, y)
+            return loss
         if group == "generator":
-            return generator_loss(self.discriminator(self.fake(len(x), y), y))  # non-saturating
+            fake_logit, fake_class = D.scores(aug(self.fake(len(x), y)), y)
+            loss = g_loss(fake_logit)
+            if self.aux_weight:  # and the generator is rewarded when its fakes are read as the label asked for
+                loss = loss + self.aux_weight * F.cross_entropy(fake_class, y)
+            return loss
         raise KeyError(f"DCGAN has groups 'discriminator' and 'generator', not {group!r}")
 
     def loss(self, batch) -> Tensor:
@@ -188,7 +264,7 @@ class DCGAN(GenerativeModel):
     def sampling_network(self) -> nn.Module:
         return self.generator
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, n: int, y: Tensor | None = None, noise_scale: float = 1.0) -> Tensor:
         """``n`` images in [0, 1] from z ~ N(0, noise_scale^2 I) (labels ``y`` when conditional).
 
