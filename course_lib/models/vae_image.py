@@ -110,6 +110,52 @@ def iwae_bound_batched(model, x: Tensor, k: int, chunk: int = 100, batch_size: i
     return torch.cat(out)
 
 
+def beta_vae_loss(model, x: Tensor, beta: float = 1.0, free_bits: float = 0.0) -> Tensor:
+    """Batch mean of distortion + beta * rate, nats per image; each coordinate's rate floored at free_bits.
+
+    Distortion -log p(x|z) at one reparameterised z; rate = KL(q(z|x) || p(z)) per coordinate,
+    averaged over the batch, then :func:`free_bits_rate`. beta = 1, free_bits = 0: the -ELBO.
+    """
+    mu, log_var = model.encode(x)
+    z = reparameterise(mu, log_var)
+    distortion = -model.log_px_given_z(x, z).mean()
+    kl_per_coordinate = (0.5 * (mu**2 + log_var.exp() - 1.0 - log_var)).mean(0)  # (d_z,)
+    return distortion + beta * free_bits_rate(kl_per_coordinate, free_bits)
+
+
+def free_bits_rate(kl_per_coordinate: Tensor, free_bits: float) -> Tensor:
+    """sum_j max(free_bits, KL_j): a coordinate's first free_bits nats cost nothing (and get no gradient)."""
+    return kl_per_coordinate.clamp(min=free_bits).sum(-1)
+
+
+def kl_annealing_weight(step: int, warmup: int) -> float:
+    """KL annealing: the rate's weight rises linearly from 0 at step 0 to 1 at step ``warmup``, then stays 1."""
+    if warmup < 0:
+        raise ValueError(f"warmup must be a non-negative number of steps, got {warmup}")
+    return 1.0 if warmup == 0 else min(1.0, step / warmup)
+
+
+def activity(mu: Tensor) -> Tensor:
+    """Burda et al.'s activity of each latent coordinate: Cov_x(E_q[z_j | x]), the variance over the
+    images of the encoder's mean, (N, d_z) -> (d_z,)."""
+    return mu.var(0, correction=0)
+
+
+def active_units(mu: Tensor, threshold: float = 0.01) -> int:
+    """How many coordinates have an activity above ``threshold`` (0.01 in Burda et al., 2016)."""
+    return int((activity(mu) > threshold).sum())
+
+
+def _check_objective(beta, free_bits, k) -> None:
+    if not (isinstance(beta, (int, float)) and beta >= 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    if not (isinstance(free_bits, (int, float)) and free_bits >= 0):
+        raise ValueError(f"free_bits must be a number of nats >= 0, got {free_bits!r}")
+    _check_k(k)
+    if k > 1 and (beta != 1.0 or free_bits > 0):
+        raise ValueError("the importance-weighted objective (k > 1) has no beta or free bits: use one or the other")
+
+
 def _check_k(k) -> None:
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"the number of importance samples K must be a positive int, got {k!r}")
@@ -226,8 +272,25 @@ class ImageVAE(GenerativeModel):
         """One-sample ELBO per image (nats), (B,): a stochastic lower bound on log p(x)."""
         return elbo(self, x)
 
+    # The training objective; the defaults give the ELBO. Lesson 6 changes them with set_objective.
+    beta: float = 1.0  # weight of the rate (KL) term: a beta-VAE for beta != 1
+    free_bits: float = 0.0  # nats per latent coordinate that cost nothing (free bits)
+    train_k: int = 1  # importance samples in the training bound: an IWAE for K > 1
+
+    def set_objective(self, beta: float = 1.0, free_bits: float = 0.0, k: int = 1) -> "ImageVAE":
+        """Train on distortion + beta * rate (rate floored at ``free_bits`` nats per coordinate), or, for k > 1,
+        on the importance-weighted bound with K = k. Defaults: the ELBO. Returns the model."""
+        _check_objective(beta, free_bits, k)
+        self.beta, self.free_bits, self.train_k = float(beta), float(free_bits), int(k)
+        return self
+
     def loss(self, x: Tensor) -> Tensor:
-        """Negative ELBO, nats per image: an upper bound on the NLL, in expectation."""
+        """Negative ELBO, nats per image (an upper bound on the NLL, in expectation); or the objective
+        chosen with :meth:`set_objective` (beta-VAE, free bits, or the negative IWAE bound)."""
+        if self.train_k > 1:
+            return -iwae_bound(self, x, self.train_k).mean()
+        if self.beta != 1.0 or self.free_bits > 0:
+            return beta_vae_loss(self, x, self.beta, self.free_bits)
         return -elbo(self, x).mean()
 
     def iwae_bound(self, x: Tensor, k: int = 500, chunk: int = 100, batch_size: int = 64) -> Tensor:
@@ -388,3 +451,179 @@ class ConvImageVAE(ImageVAE):
             maps = maps.unflatten(1, (self.image_shape[0], self.levels)).movedim(2, -1)  # (n, C, H, W, levels)
             return maps.reshape(*lead, self.data_dim, self.levels)
         return maps.reshape(*lead, self.data_dim)
+
+
+# ----------------------------------------------------------------------------- lesson 6: a strong decoder, a label
+
+
+class MaskedLinear(nn.Linear):
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask (out_features, in_features)."""
+
+    def __init__(self, in_features: int, out_features: int, mask: Tensor):
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.float())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class ConditionalMADE(nn.Module):
+    """Logits of every conditional p(x_d | x_<d, z), shape (..., D, levels), in one pass (MADE).
+
+    Masks (Germain et al., 2015): pixel d has degree d (raster order, 1..D), hidden unit k a degree
+    m_k in 1..D-1; a unit sees an input or unit of degree at most its own, and the logits of
+    pixel d see only units of degree below d. The latent z reaches every hidden layer and the
+    logits unmasked (so the first pixel, which sees no other pixel, still sees z).
+    """
+
+    def __init__(self, data_dim: int, levels: int, latent_dim: int, hidden: tuple[int, ...] = (512, 512)):
+        super().__init__()
+        self.data_dim, self.levels = data_dim, levels
+        d_in = torch.arange(1, data_dim + 1)
+        degrees = [d_in] + [torch.arange(h) % max(data_dim - 1, 1) + 1 for h in hidden]
+        self.hidden = nn.ModuleList(
+            MaskedLinear(len(a), len(b), b[:, None] >= a[None, :]) for a, b in zip(degrees, degrees[1:])
+        )
+        self.condition = nn.ModuleList(nn.Linear(latent_dim, h) for h in hidden)
+        d_out = d_in.repeat_interleave(levels)  # the levels logits of pixel d all have degree d
+        self.out = MaskedLinear(hidden[-1], data_dim * levels, d_out[:, None] > degrees[-1][None, :])
+        self.condition_out = nn.Linear(latent_dim, data_dim * levels)  # so that the first pixel sees z too
+        # a direct (masked linear) path from the earlier pixels to the logits: a linear autoregressive model
+        self.direct = MaskedLinear(data_dim, data_dim * levels, d_out[:, None] > d_in[None, :])
+
+    def forward(self, x_scaled: Tensor, z: Tensor) -> Tensor:
+        h = x_scaled
+        for layer, cond in zip(self.hidden, self.condition):
+            h = F.silu(layer(h) + cond(z))
+        return (self.out(h) + self.direct(x_scaled) + self.condition_out(z)).unflatten(-1, (self.data_dim, self.levels))
+
+
+class ARDecoderVAE(ImageVAE):
+    """A VAE whose decoder is autoregressive: p(x | z) = prod_d p(x_d | x_<d, z), a conditional MADE.
+
+    The encoder is :class:`ImageVAE`'s MLP. Such a decoder can model the pixels' dependencies
+    without z, which is what makes posterior collapse likely (lesson 6). Sampling draws the D
+    pixels one after another (D decoder passes).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 8, 8),
+        levels: int = 17,
+        latent_dim: int = 16,
+        hidden: tuple[int, ...] = (512, 256),
+        decoder_hidden: tuple[int, ...] = (512, 512),
+    ):
+        super().__init__(image_shape, levels, latent_dim, hidden, "categorical", 0.0)
+        self.decoder = ConditionalMADE(self.data_dim, levels, latent_dim, decoder_hidden)
+
+    # True: ``loss`` trains the decoder alone, as a plain autoregressive model of x with z = 0
+    # (the encoder is not used); a way to start a VAE from a decoder that already models the data.
+    decoder_only: bool = False
+
+    def loss(self, x: Tensor) -> Tensor:
+        if self.decoder_only:
+            x = self._flat(x)
+            return -self.log_px_given_z(x, torch.zeros(len(x), self.latent_dim, device=x.device)).mean()
+        return super().loss(x)
+
+    def log_px_given_z(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x | z) = sum_d log p(x_d | x_<d, z) per image; z (..., B, d_z) -> (..., B)."""
+        x = self._flat(x)
+        x_scaled = (x.float() / (self.levels - 1)).expand(*z.shape[:-1], self.data_dim)
+        return categorical_log_likelihood(self.decoder(x_scaled, z), x)
+
+    def decoder_logits(self, z: Tensor) -> Tensor:
+        raise NotImplementedError(
+            "an autoregressive decoder has no logits from z alone: each pixel's distribution depends on the "
+            "pixels before it; use log_px_given_z(x, z) or sample(n)"
+        )
+
+    def decode_mean(self, z: Tensor) -> Tensor:
+        raise NotImplementedError("E[x | z] of an autoregressive decoder has no one-pass formula; draw samples instead")
+
+    @torch.inference_mode()
+    def sample(self, n: int, z: Tensor | None = None) -> Tensor:
+        """z ~ N(0, I) (or the given z, (n, d_z)), then the pixels one at a time: (n, *image_shape), int64."""
+        check_n(n, type(self).__name__)
+        if z is None:
+            z = torch.randn(n, self.latent_dim, device=self.device)
+        x = torch.zeros(n, self.data_dim, dtype=torch.long, device=self.device)
+        for d in range(self.data_dim):
+            logits = self.decoder(x.float() / (self.levels - 1), z)[:, d]
+            x[:, d] = torch.distributions.Categorical(logits=logits).sample()
+        return x.reshape(n, *self.image_shape)
+
+
+class ConditionalImageVAE(ImageVAE):
+    """A conditional VAE: q(z | x, y) and p(x | z, y), the label y given one-hot to both MLPs.
+
+    ``loss((x, y))`` is the negative conditional ELBO, a bound on -log p(x | y) in nats per image;
+    ``sample(n, labels)`` draws images of the asked-for classes.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 8, 8),
+        levels: int = 17,
+        latent_dim: int = 16,
+        hidden: tuple[int, ...] = (512, 256),
+        classes: int = 10,
+        dropout: float = 0.0,
+    ):
+        super().__init__(image_shape, levels, latent_dim, hidden, "categorical", dropout)
+        self.classes = classes
+        self.encoder = _mlp([self.data_dim + classes, *hidden, 2 * latent_dim], dropout)
+        self.decoder = _mlp([latent_dim + classes, *reversed(hidden), self.data_dim * levels], dropout)
+
+    def _one_hot(self, y: Tensor) -> Tensor:
+        if not isinstance(y, Tensor) or y.is_floating_point() or y.dim() != 1:
+            raise TypeError("labels must be a 1-D integer tensor, one class index per image")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= self.classes):
+            raise ValueError(f"labels must lie in 0..{self.classes - 1}, got {int(y.min())}..{int(y.max())}")
+        return F.one_hot(y.long(), self.classes).float()
+
+    def encode(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        x = self._flat(x)
+        h = torch.cat([x.float() / (self.levels - 1), self._one_hot(y).to(x.device)], -1)
+        mu, log_var = self.encoder(h).chunk(2, dim=-1)
+        return mu, log_var
+
+    def log_px_given_z(self, x: Tensor, z: Tensor, y: Tensor) -> Tensor:
+        x = self._flat(x)
+        y1 = self._one_hot(y).to(z.device).expand(*z.shape[:-1], self.classes)
+        return categorical_log_likelihood(self.decoder_logits(torch.cat([z, y1], -1)), x)
+
+    def elbo(self, x: Tensor, y: Tensor) -> Tensor:
+        """One-sample conditional ELBO per image: E_q[log p(x | z, y)] - KL(q(z | x, y) || p(z))."""
+        mu, log_var = self.encode(x, y)
+        z = reparameterise(mu, log_var)
+        return self.log_px_given_z(x, z, y) - gaussian_kl(mu, log_var)
+
+    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise TypeError("a conditional VAE trains on (images, labels) pairs: pass train.fit(model, (x, y), ...)")
+        x, y = batch
+        return -self.elbo(x, y).mean()
+
+    @torch.inference_mode()
+    def sample(self, n: int, labels: Tensor | None = None) -> Tensor:
+        """n images of the classes in ``labels`` (n of them; default: classes 0, 1, 2, ... in turn), int64."""
+        check_n(n, type(self).__name__)
+        if labels is None:
+            labels = torch.arange(n) % self.classes
+        if len(labels) != n:
+            raise ValueError(f"labels must hold one class per sample: {n} wanted, got {len(labels)}")
+        z = torch.randn(n, self.latent_dim, device=self.device)
+        y1 = self._one_hot(labels).to(self.device)
+        logits = self.decoder_logits(torch.cat([z, y1], -1))
+        return torch.distributions.Categorical(logits=logits).sample().reshape(n, *self.image_shape)
+
+    @torch.inference_mode()
+    def decode_mean(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        """E[x | z, y] in pixel levels, (n, *image_shape)."""
+        if labels is None:
+            raise ValueError("a conditional decoder needs the labels: decode_mean(z, labels)")
+        logits = self.decoder_logits(torch.cat([z, self._one_hot(labels).to(z.device)], -1))
+        levels = torch.arange(self.levels, device=z.device, dtype=logits.dtype)
+        return (logits.softmax(-1) * levels).sum(-1).reshape(len(z), *self.image_shape)
