@@ -10,6 +10,10 @@ lesson to run.
     from course_lib import scoreboard
     scoreboard.record("PixelCNN", lesson=2, nats=test_nll, kind="exact")
     scoreboard.show()
+
+Lesson 9 adds the sample metrics (``record_samples``) of each model, in a second file beside the
+first (``scoreboard-samples-<profile>.json``), and ``show_full`` prints both side by side: a
+GAN has sample metrics and no likelihood.
 """
 
 from __future__ import annotations
@@ -97,3 +101,87 @@ def table(profile: str | None = None) -> str:
 def show(profile: str | None = None) -> None:
     """Print the scoreboard of the current profile."""
     print(table(profile))
+
+
+# ----------------------------------------------------------------------------- sample quality
+
+# The sample metrics of lesson 9 (course_lib.evaluation), in the order the table prints them.
+SAMPLE_METRICS = ("frechet", "kernel", "precision", "recall", "coverage", "confident", "balance", "copies")
+
+
+def _samples_path(profile: str | None = None) -> Path:
+    profile = profile or runtime.get_profile()
+    return data.cache_dir() / f"scoreboard-samples-{profile}.json"
+
+
+def load_samples(profile: str | None = None) -> dict[str, dict]:
+    """The recorded sample-metric rows of one profile, keyed by model name."""
+    path = _samples_path(profile)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RuntimeError(f"the scoreboard file {path} is damaged ({err}); delete it and rerun the lessons") from err
+
+
+def record_samples(model: str, lesson: int, mean, spread=None, note: str = "", profile: str | None = None) -> dict:
+    """Record a model's sample metrics on the digits test split (lesson 9's ``evaluation`` numbers).
+
+    ``mean`` and ``spread`` are :class:`course_lib.evaluation.SampleReport` objects (or dicts with
+    the same keys): the metrics averaged over random real sets and their standard deviation, as
+    :func:`course_lib.evaluation.resampled_scores` returns them (``.mean``, ``.std``).
+    """
+    def as_dict(report) -> dict:
+        return dict(report) if isinstance(report, dict) else {k: getattr(report, k) for k in ("n", *SAMPLE_METRICS)}
+
+    row = {"lesson": int(lesson), "note": note, "when": time.strftime("%Y-%m-%d %H:%M"), "mean": as_dict(mean)}
+    missing = [k for k in SAMPLE_METRICS if k not in row["mean"]]
+    if missing:
+        raise ValueError(f"the report lacks {', '.join(missing)}: pass what evaluation.resampled_scores returns (.mean)")
+    if spread is not None:
+        row["spread"] = as_dict(spread)
+    rows = load_samples(profile)
+    rows[model] = row
+    path = _samples_path(profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1, sort_keys=True, allow_nan=True), encoding="utf-8")
+    return row
+
+
+def full_table(profile: str | None = None) -> str:
+    """Likelihood and sample metrics side by side: one row per model that has either.
+
+    A model without a likelihood (a GAN) shows "undefined"; numbers with a recorded spread show
+    it after a ±. Sorted by lesson."""
+    profile = profile or runtime.get_profile()
+    nll, samples = load(profile), load_samples(profile)
+    names = sorted(set(nll) | set(samples), key=lambda m: ((nll.get(m) or samples.get(m))["lesson"], m))
+    head = f"{'lesson':>6}  {'model':<34} {'nats/image':>10} {'kind':<12}" + "".join(f"{k:>15}" for k in SAMPLE_METRICS)
+    lines = [f"digits test split, profile={profile}; sample metrics: mean ± spread over random real sets", head]
+    for m in names:
+        lesson = (nll.get(m) or samples.get(m))["lesson"]
+        if m in nll:
+            like, kind = f"{nll[m]['nats']:>10.2f}", nll[m]["kind"]
+        else:
+            like, kind = f"{'--':>10}", "undefined"
+        cells = ""
+        for k in SAMPLE_METRICS:
+            if m not in samples:
+                cells += f"{'--':>15}"
+                continue
+            v, sd = samples[m]["mean"][k], samples[m].get("spread", {}).get(k)
+            text = f"{v:.2f}" if k in ("frechet", "kernel") else f"{v:.3f}"
+            if sd is not None and math.isfinite(sd):
+                text += f"±{sd:.2f}" if k in ("frechet", "kernel") else f"±{sd:.3f}"
+            cells += f"{text:>15}"
+        lines.append(f"{lesson:>6}  {m:<34} {like} {kind:<12}{cells}")
+    notes = [f"  {m}: {samples[m]['note']}" for m in names if m in samples and samples[m].get("note")]
+    if notes:
+        lines += ["notes:", *notes]
+    return "\n".join(lines)
+
+
+def show_full(profile: str | None = None) -> None:
+    """Print :func:`full_table` of the current profile."""
+    print(full_table(profile))
