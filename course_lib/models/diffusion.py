@@ -145,3 +145,215 @@ class Diffusion(GenerativeModel):
             z = torch.randn_like(x) if t > 0 else torch.zeros_like(x)
             x = ancestral_step(self.schedule, x, eps_pred, t, z)
         return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Lesson 12: the posterior, the variational bound, the score, and a DDPM for images.
+#
+# Step indices in code count from 0: index i is step t = i + 1 of the math, so ``abar[i]`` is
+# abar_{i+1} and ``abar_prev[i]`` is abar_i (1 at i = 0).
+
+
+def _rows(v: Tensor, like: Tensor) -> Tensor:
+    """A per-row quantity (B,) or a scalar, shaped to broadcast against ``like`` (B, ...)."""
+    v = torch.as_tensor(v, dtype=like.dtype, device=like.device)
+    return v.view((-1,) + (1,) * (like.dim() - 1)) if v.dim() == 1 else v
+
+
+def q_posterior(s: DDPMSchedule, x0: Tensor, x_t: Tensor, t: int | Tensor,
+                t_prev: int | None = None) -> tuple[Tensor, Tensor]:
+    """Mean and variance of q(x_{t-1} | x_t, x_0), for step index ``t`` (an int, or one per row).
+
+    mean = sqrt(abar_{t-1}) beta_t / (1 - abar_t) x_0 + sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t) x_t,
+    var  = beta_t (1 - abar_{t-1}) / (1 - abar_t)                     (beta tilde; 0 at the first step).
+    ``t_prev`` (an int index < t, or -1 for x_0) jumps further back, with 1 - abar_t / abar_{t_prev}
+    in place of beta_t: the same formula for a chain that skips steps.
+    """
+    ab = _rows(s.abar[t], x0)
+    if t_prev is None:
+        ab_prev = _rows(s.abar_prev[t], x0)
+    else:
+        ab_prev = s.abar[t_prev] if t_prev >= 0 else torch.ones((), dtype=x0.dtype, device=x0.device)
+    beta, alpha = 1 - ab / ab_prev, ab / ab_prev
+    mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + alpha.sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+    return mean, beta * (1 - ab_prev) / (1 - ab)
+
+
+def predict_x0(s: DDPMSchedule, x_t: Tensor, t: int | Tensor, eps: Tensor) -> Tensor:
+    """Invert the closed form x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for x_0, given a noise estimate."""
+    ab = _rows(s.abar[t], x_t)
+    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def score_from_eps(s: DDPMSchedule, eps: Tensor, t: int | Tensor) -> Tensor:
+    """The score of the noised data from a noise prediction: grad log q_t(x_t) = -eps / sqrt(1 - abar_t)."""
+    return -eps / (1 - _rows(s.abar[t], eps)).sqrt()
+
+
+def snr(s: DDPMSchedule) -> Tensor:
+    """The signal-to-noise ratio abar_t / (1 - abar_t) of every step (index 0 is step 1)."""
+    return s.abar / (1 - s.abar)
+
+
+def noised_mixture_score(x: Tensor, means: Tensor, std: float, abar: float) -> Tensor:
+    """Exact score of q_t for data from an equal-weight mixture of isotropic Gaussians N(mu_k, std^2 I).
+
+    Under x_t = sqrt(abar) x_0 + sqrt(1 - abar) eps each component becomes
+    N(sqrt(abar) mu_k, (abar std^2 + 1 - abar) I), so q_t is again such a mixture and its score is
+    sum_k r_k(x) (sqrt(abar) mu_k - x) / v with responsibilities r_k and v = abar std^2 + 1 - abar.
+    """
+    x, means = x.double(), means.double()
+    v = abar * std**2 + 1 - abar
+    centres = math.sqrt(abar) * means                                   # (K, D)
+    diff = centres[None] - x[:, None]                                   # (N, K, D)
+    resp = torch.softmax(-diff.square().sum(-1) / (2 * v), dim=1)       # (N, K), equal weights
+    return (resp[..., None] * diff).sum(1) / v
+
+
+def normal_kl(mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor) -> Tensor:
+    """KL(N(mean1, var1) || N(mean2, var2)) per coordinate (diagonal Gaussians), in nats."""
+    return 0.5 * (torch.log(var2 / var1) + (var1 + (mean1 - mean2).square()) / var2 - 1)
+
+
+def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor | float, levels: int = 17) -> Tensor:
+    """log P(x) per coordinate for data on ``levels`` evenly spaced values in [-1, 1]: the mass that
+    N(mean, std^2) puts on the bin of x, bins of width 2 / (levels - 1) centred on the values, the
+    two end bins stretched to -infinity and +infinity (Ho et al. 2020 with 256 levels), so that the
+    probabilities of the ``levels`` values add up to exactly one. Computed in float64 with log Phi,
+    and from the nearer tail, so that a far-off bin gives a finite log-probability.
+    """
+    half = 1.0 / (levels - 1)
+    x, mean = x.double(), mean.double()
+    std = torch.as_tensor(std, dtype=torch.float64, device=x.device)
+    lo = torch.where(x < -1 + half, torch.full_like(x, -math.inf), (x - half - mean) / std)
+    hi = torch.where(x > 1 - half, torch.full_like(x, math.inf), (x + half - mean) / std)
+    # Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi): use the form whose terms are small (the far tail)
+    flip = (lo + hi) > 0
+    a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)          # mass = Phi(b) - Phi(a), b > a
+    log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
+    return log_b + torch.log1p(-torch.exp((log_a - log_b).clamp(max=-1e-300)))
+
+
+class DDPM(Diffusion):
+    """A DDPM for images of ``levels`` grey levels, scaled to [-1, 1] inside the model.
+
+    ``loss(x)`` is L_simple, the noise-prediction MSE (mean per pixel). ``sample(n)`` runs the
+    reverse chain and ends with the discrete decoder, so it returns integer levels 0..levels-1,
+    like the data. ``nelbo(x)`` is the variational bound in nats per image: an upper bound on the
+    discrete negative log-likelihood of the very model that ``sample`` draws from (same mean,
+    same clipping of the predicted x_0, variances beta tilde and, at the last step, beta_1).
+    """
+
+    def __init__(self, eps_model: nn.Module, schedule: DDPMSchedule, data_shape: tuple[int, ...],
+                 levels: int = 17, clip: bool = True):
+        super().__init__(eps_model, schedule, data_shape)
+        self.levels, self.clip = levels, clip
+
+    @classmethod
+    def for_images(cls, image_shape: tuple[int, int, int] = (1, 8, 8), steps: int = 100, kind: str = "cosine",
+                   channels: tuple[int, ...] = (32, 64), dropout: float = 0.0, levels: int = 17,
+                   clip: bool = True) -> "DDPM":
+        """A DDPM with a small U-Net noise predictor (:class:`course_lib.models.unet.UNet`)."""
+        from .unet import UNet
+
+        net = UNet(image_shape[0], channels=channels, steps=steps, dropout=dropout)
+        return cls(net, DDPMSchedule(steps, kind=kind), image_shape, levels=levels, clip=clip)
+
+    # data <-> model space
+    def to_model(self, levels: Tensor) -> Tensor:
+        """Integer levels 0..L-1 -> floats in [-1, 1] (the model's space)."""
+        if levels.is_floating_point():
+            raise TypeError("DDPM expects integer grey levels (e.g. data.digits), got floats: pass the levels")
+        if levels.min() < 0 or levels.max() > self.levels - 1:
+            raise ValueError(f"grey levels must lie in 0..{self.levels - 1}")
+        return levels.to(self.schedule.abar.dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def to_levels(self, x: Tensor) -> Tensor:
+        """Floats -> the nearest of the L levels (the end levels take everything beyond them)."""
+        return ((x.clamp(-1, 1) + 1) * ((self.levels - 1) / 2)).round().long()
+
+    def loss(self, batch: Tensor) -> Tensor:
+        """L_simple on integer levels: E_{t, eps} ||eps - eps_theta(x_t, t)||^2, mean per pixel."""
+        return super().loss(self.to_model(batch))
+
+    # the reverse model
+    def p_mean(self, x_t: Tensor, t: int | Tensor, t_prev: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean and variance of p_theta(x_{t_prev} | x_t), and the predicted x_0 (clipped if ``clip``).
+
+        The reverse step is the posterior q(x_{t_prev} | x_t, x_0) with the network's x_0 in place of
+        the unknown one. ``t_prev`` defaults to t - 1 (index); a smaller index skips steps, -1 means x_0.
+        """
+        t_vec = t if torch.is_tensor(t) and t.dim() == 1 else torch.full((len(x_t),), int(t), device=x_t.device)
+        x0_hat = predict_x0(self.schedule, x_t, t_vec, self.eps_model(x_t, t_vec))
+        if self.clip:
+            x0_hat = x0_hat.clamp(-1, 1)
+        mean, var = q_posterior(self.schedule, x0_hat, x_t, t_vec, t_prev)
+        return mean, var, x0_hat
+
+    def decoder_std(self) -> Tensor:
+        """The last step's noise, sqrt(beta_1): p_theta(x_0 | x_1) is N(mean, beta_1) read on the L bins."""
+        return self.schedule.betas[0].sqrt()
+
+    @torch.inference_mode()
+    def sample(self, n: int, steps: int | None = None, keep: bool = False):
+        """Ancestral sampling, ``steps`` network calls (default T; fewer: evenly spaced respaced steps).
+
+        Returns integer levels (n, *data_shape); with ``keep=True`` also a list of
+        (step index, x_t, predicted x_0) before every network call, for pictures of the chain.
+        """
+        check_n(n, type(self).__name__)
+        T = self.schedule.steps
+        steps = T if steps is None else steps
+        if not 1 <= steps <= T:
+            raise ValueError(f"steps must lie in 1..{T} (the model's T), got {steps}")
+        times = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+        x = torch.randn(n, *self.data_shape, device=self.device, dtype=self.schedule.abar.dtype)
+        chain = []
+        for i, t in enumerate(times):
+            t_prev = times[i + 1] if i + 1 < len(times) else -1
+            mean, var, x0_hat = self.p_mean(x, t, t_prev)
+            if keep:
+                chain.append((t, x.cpu(), x0_hat.cpu()))
+            if t_prev >= 0:
+                x = mean + var.sqrt() * torch.randn_like(x)
+            else:  # the decoder: N(mean, beta_1) read on the bins of the L levels
+                x = mean + self.decoder_std() * torch.randn_like(x)
+        levels = self.to_levels(x)
+        return (levels, chain) if keep else levels
+
+    def score(self, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """The model's score of the noised data at step index t: -eps_theta(x_t, t) / sqrt(1 - abar_t)."""
+        t_vec = t if torch.is_tensor(t) and t.dim() == 1 else torch.full((len(x_t),), int(t), device=x_t.device)
+        return score_from_eps(self.schedule, self.eps_model(x_t, t_vec), t_vec)
+
+    # the variational bound
+    @torch.no_grad()
+    def nelbo_terms(self, levels: Tensor) -> dict[str, Tensor]:
+        """One Monte-Carlo draw of every term of -ELBO, per image, in nats (sums over pixels):
+
+        ``prior``   L_T = KL(q(x_T | x_0) || N(0, I)), exact;
+        ``steps``   (T - 1,) + batch: L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t = 2..T,
+                    each at one draw of x_t ~ q(x_t | x_0);
+        ``decoder`` L_0 = -log p_theta(x_0 | x_1) on the L bins, at one draw of x_1;
+        ``total``   their sum: an unbiased estimate of -ELBO, an upper bound on -log p_theta(x_0).
+        """
+        x0 = self.to_model(levels)
+        s, dims = self.schedule, tuple(range(1, x0.dim()))
+        ab_T = s.abar[-1]
+        prior = normal_kl(ab_T.sqrt() * x0, 1 - ab_T, torch.zeros_like(x0), torch.ones_like(x0)).sum(dims)
+        steps = []
+        for t in range(1, s.steps):  # index t is step t + 1 = 2..T
+            t_vec = torch.full((len(x0),), t, device=x0.device)
+            x_t = s.q_sample(x0, t_vec, torch.randn_like(x0))
+            q_mean, q_var = q_posterior(s, x0, x_t, t)
+            p_mean, p_var, _ = self.p_mean(x_t, t_vec)
+            steps.append(normal_kl(q_mean, q_var, p_mean, p_var).sum(dims))
+        steps = torch.stack(steps) if steps else torch.zeros(0, len(x0), device=x0.device)
+        x_1 = s.q_sample(x0, torch.zeros(len(x0), dtype=torch.long, device=x0.device), torch.randn_like(x0))
+        mean, _, _ = self.p_mean(x_1, 0, -1)
+        decoder = -discretized_gaussian_log_prob(x0, mean, self.decoder_std(), self.levels).sum(dims).to(x0.dtype)
+        return {"prior": prior, "steps": steps, "decoder": decoder, "total": prior + steps.sum(0) + decoder}
+
+    def nelbo(self, levels: Tensor) -> Tensor:
+        """-ELBO per image in nats (one draw of each term): an upper bound on the discrete NLL, in expectation."""
+        return self.nelbo_terms(levels)["total"]
