@@ -37,20 +37,23 @@ EXPECTED = (
 )
 
 
-def _path(profile: str | None = None) -> Path:
+def _path(profile: str | None = None, kind: str = "") -> Path:
     profile = profile or runtime.get_profile()
-    return data.cache_dir() / f"scoreboard-{profile}.json"
+    return data.cache_dir() / f"scoreboard-{kind}{profile}.json"
 
 
-def load(profile: str | None = None) -> dict[str, dict]:
-    """The recorded rows of one profile (the current one by default), keyed by model name."""
-    path = _path(profile)
+def _read(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise RuntimeError(f"the scoreboard file {path} is damaged ({err}); delete it and rerun the lessons") from err
+
+
+def load(profile: str | None = None) -> dict[str, dict]:
+    """The recorded rows of one profile (the current one by default), keyed by model name."""
+    return _read(_path(profile))
 
 
 def record(model: str, lesson: int, nats: float, kind: str, note: str = "", profile: str | None = None) -> dict:
@@ -110,19 +113,12 @@ SAMPLE_METRICS = ("frechet", "kernel", "precision", "recall", "coverage", "confi
 
 
 def _samples_path(profile: str | None = None) -> Path:
-    profile = profile or runtime.get_profile()
-    return data.cache_dir() / f"scoreboard-samples-{profile}.json"
+    return _path(profile, kind="samples-")
 
 
 def load_samples(profile: str | None = None) -> dict[str, dict]:
     """The recorded sample-metric rows of one profile, keyed by model name."""
-    path = _samples_path(profile)
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RuntimeError(f"the scoreboard file {path} is damaged ({err}); delete it and rerun the lessons") from err
+    return _read(_samples_path(profile))
 
 
 def record_samples(model: str, lesson: int, mean, spread=None, note: str = "", profile: str | None = None) -> dict:
