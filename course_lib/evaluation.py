@@ -46,6 +46,11 @@ METRICS = ("frechet", "kernel", "precision", "recall", "density", "coverage", "c
 LOWER_IS_BETTER = {"frechet", "kernel", "balance", "copies"}
 
 
+def _share(mask: Tensor) -> float:
+    """The share of True entries, exactly (a Python float: no float64 tensor on the device)."""
+    return mask.sum().item() / mask.numel()
+
+
 def to_unit(images: Tensor, dataset: str) -> Tensor:
     """Integer pixel values (digits 0..16, MNIST 0..255) as floats in [0, 1]; floats pass through.
 
@@ -226,7 +231,7 @@ def frechet_from_moments(mu1: Tensor, cov1: Tensor, mu2: Tensor, cov2: Tensor) -
 
     |mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1^(1/2) cov2 cov1^(1/2))^(1/2)).
     """
-    mu1, cov1, mu2, cov2 = (t.double() for t in (mu1, cov1, mu2, cov2))
+    mu1, cov1, mu2, cov2 = (t.cpu().double() for t in (mu1, cov1, mu2, cov2))
     s1 = _psd_sqrt(cov1)
     cross = _psd_sqrt(s1 @ cov2 @ s1)
     return float((mu1 - mu2).square().sum() + cov1.trace() + cov2.trace() - 2 * cross.trace())
@@ -240,7 +245,7 @@ def _psd_sqrt(a: Tensor) -> Tensor:
 
 def feature_moments(features: Tensor) -> tuple[Tensor, Tensor]:
     """Mean and (unbiased) covariance of a set of feature vectors (N, d), in float64."""
-    f = features.double()
+    f = features.cpu().double()
     return f.mean(0), torch.cov(f.T)
 
 
@@ -279,7 +284,7 @@ def kernel_from_features(f_real: Tensor, f_fake: Tensor, subsets: int = 50, size
     if size == len(f_real) == len(f_fake):
         subsets = 1  # every "subset" is the whole of both sets, and the estimate ignores their order
     gen = torch.Generator().manual_seed(seed)
-    a, b = f_real.double(), f_fake.double()
+    a, b = f_real.cpu().double(), f_fake.cpu().double()
     values = [
         polynomial_mmd2(a[torch.randperm(len(a), generator=gen)[:size]], b[torch.randperm(len(b), generator=gen)[:size]])
         for _ in range(subsets)
@@ -303,10 +308,10 @@ def manifold_metrics(real_features: Tensor, fake_features: Tensor, k: int = 5) -
     radius_fake = d_ff.kthvalue(k + 1, dim=1).values
     in_real_ball = d_rf < radius_real[:, None]  # [i, j]: sample j lies in real point i's ball
     return {
-        "precision": float(in_real_ball.any(0).double().mean()),
-        "recall": float((d_rf < radius_fake[None, :]).any(1).double().mean()),
-        "density": float(in_real_ball.sum(0).double().mean() / k),
-        "coverage": float((d_rf.min(1).values < radius_real).double().mean()),
+        "precision": _share(in_real_ball.any(0)),
+        "recall": _share((d_rf < radius_fake[None, :]).any(1)),
+        "density": in_real_ball.sum().item() / (in_real_ball.shape[1] * k),
+        "coverage": _share(d_rf.min(1).values < radius_real),
     }
 
 

@@ -202,12 +202,13 @@ def noised_mixture_score(x: Tensor, means: Tensor, std: float, abar: float) -> T
     N(sqrt(abar) mu_k, (abar std^2 + 1 - abar) I), so q_t is again such a mixture and its score is
     sum_k r_k(x) (sqrt(abar) mu_k - x) / v with responsibilities r_k and v = abar std^2 + 1 - abar.
     """
-    x, means = x.double(), means.double()
+    like = x
+    x, means = x.cpu().double(), means.cpu().double()                   # float64 on the CPU (MPS has none)
     v = abar * std**2 + 1 - abar
     centres = math.sqrt(abar) * means                                   # (K, D)
     diff = centres[None] - x[:, None]                                   # (N, K, D)
     resp = torch.softmax(-diff.square().sum(-1) / (2 * v), dim=1)       # (N, K), equal weights
-    return (resp[..., None] * diff).sum(1) / v
+    return _back((resp[..., None] * diff).sum(1) / v, like)
 
 
 def normal_kl(mean1: Tensor, var1: Tensor, mean2: Tensor, var2: Tensor) -> Tensor:
@@ -223,15 +224,23 @@ def discretized_gaussian_log_prob(x: Tensor, mean: Tensor, std: Tensor | float, 
     and from the nearer tail, so that a far-off bin gives a finite log-probability.
     """
     half = 1.0 / (levels - 1)
-    x, mean = x.double(), mean.double()
-    std = torch.as_tensor(std, dtype=torch.float64, device=x.device)
+    like = x
+    x, mean = x.cpu().double(), mean.cpu().double()                     # float64 on the CPU (MPS has none)
+    std = torch.as_tensor(std, dtype=torch.float64, device="cpu")
     lo = torch.where(x < -1 + half, torch.full_like(x, -math.inf), (x - half - mean) / std)
     hi = torch.where(x > 1 - half, torch.full_like(x, math.inf), (x + half - mean) / std)
     # Phi(hi) - Phi(lo) = Phi(-lo) - Phi(-hi): use the form whose terms are small (the far tail)
     flip = (lo + hi) > 0
     a, b = torch.where(flip, -hi, lo), torch.where(flip, -lo, hi)          # mass = Phi(b) - Phi(a), b > a
     log_b, log_a = torch.special.log_ndtr(b), torch.special.log_ndtr(a)
-    return log_b + torch.log1p(-torch.exp((log_a - log_b).clamp(max=-1e-300)))
+    return _back(log_b + torch.log1p(-torch.exp((log_a - log_b).clamp(max=-1e-300))), like)
+
+
+def _back(result: Tensor, like: Tensor) -> Tensor:
+    """A float64 result computed on the CPU, returned on ``like``'s device (as float32 on MPS)."""
+    if like.device.type == "cpu":
+        return result
+    return result.to(like.device, torch.float32 if like.device.type == "mps" else result.dtype)  # cpu float64 to the device
 
 
 class DDPM(Diffusion):

@@ -236,6 +236,6 @@ def grid_log_density(energy: Energy, lo: float, hi: float, n: int, dim: int = 1,
     h = (hi - lo) / n
     axis = lo + h * (torch.arange(n, dtype=torch.float64) + 0.5)  # cell midpoints
     pts = axis[:, None] if dim == 1 else torch.stack(torch.meshgrid(axis, axis, indexing="xy"), -1).reshape(-1, 2)
-    neg_e = -energy(pts.to(dtype)).double().reshape(-1)
+    neg_e = -energy(pts.to(dtype)).cpu().double().reshape(-1)
     log_z = torch.logsumexp(neg_e, 0) + dim * math.log(h)
     return pts, neg_e - log_z, log_z

@@ -57,7 +57,7 @@ def vq_losses(z_e: Tensor, z_q: Tensor) -> tuple[Tensor, Tensor]:
 
 def perplexity(indices: Tensor, num_codes: int) -> float:
     """exp(entropy of the codes' usage): K when all K codes are used equally, 1 when only one is."""
-    p = torch.bincount(indices.reshape(-1), minlength=num_codes).double()
+    p = torch.bincount(indices.reshape(-1), minlength=num_codes).cpu().double()
     p = p / p.sum()
     return math.exp(-(p[p > 0] * p[p > 0].log()).sum().item())
 
@@ -156,7 +156,7 @@ class VQVAE(GenerativeModel):
         if flat.shape[1] != self.grid * self.grid:
             raise ValueError(f"codes must be (N, {self.grid}, {self.grid}), got {tuple(codes.shape)}")
         counts = torch.stack([torch.bincount(flat[:, i], minlength=self.num_codes) for i in range(flat.shape[1])])
-        self.prior_logits.copy_((counts.double() + smoothing).log().float())
+        self.prior_logits.copy_((counts.cpu().double() + smoothing).log().float())
         return self
 
     def prior_log_prob(self, codes: Tensor) -> Tensor:
