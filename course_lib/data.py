@@ -62,6 +62,26 @@ def cache_dir() -> Path:
     return Path.cwd() / "data" / "cache"
 
 
+def checkpoint_path(lesson: str, name: str, profile: str | None = None, **settings) -> Path:
+    """A checkpoint file of lesson ``lesson`` named by everything that changes the trained model.
+
+    ``checkpoint_path("05", "vae", latent=16, steps=2500)`` is
+    ``cache_dir()/lesson05_vae_<profile>_latent16_steps2500.pt``; a tuple setting is written
+    ``512-256``. A rerun finds the file and :func:`course_lib.train.fit` reloads (or resumes)
+    instead of training again; change a setting and the name changes with it. Nothing here
+    deletes a checkpoint. The folder is created (a fresh Colab runtime has none).
+    """
+    from .runtime import get_profile
+
+    def word(v) -> str:
+        return "-".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    key = "_".join(f"{k}{word(v)}" for k, v in settings.items())
+    folder = cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"lesson{lesson}_{name}_{profile or get_profile()}_{key}.pt"
+
+
 # ----------------------------------------------------------------------------- 2D toys
 
 

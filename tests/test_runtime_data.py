@@ -126,3 +126,13 @@ def test_mnist_subset_splits_hold_every_digit():
     # the splits are disjoint and the shuffle is fixed
     assert not torch.equal(seen["val"][:5], seen["test"][:5])
     assert torch.equal(data.mnist("test", verbose=False)[0], seen["test"])
+
+
+def test_checkpoint_path_names_every_setting(tmp_path, monkeypatch):
+    from course_lib import data
+
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "fresh"))
+    path = data.checkpoint_path("05", "vae", "cpu", latent=16, hidden=(512, 256), lr=0.001)
+    assert path == tmp_path / "fresh" / "lesson05_vae_cpu_latent16_hidden512-256_lr0.001.pt"
+    assert path.parent.is_dir()  # created: a fresh Colab runtime has no cache folder
+    assert data.checkpoint_path("05", "vae", "cpu", latent=8) != data.checkpoint_path("05", "vae", "cpu", latent=16)
