@@ -73,11 +73,12 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
     start = time.perf_counter()
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    error = ""
+    error = detail = ""
     try:
         client.execute()
     except Exception as err:  # the table says which lesson failed and why; the exit code too
         error = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+        detail = str(err)[-4000:]  # the failing cell and its traceback, printed by main
     finally:
         stop.set()
         thread.join()
@@ -87,16 +88,28 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
-    return {"lesson": path.stem, "wall": wall, "peak_mib": peak[0] / 2**20, "headlines": HEADLINE.findall(text), "error": error}
+    return {"lesson": path.stem, "wall": wall, "peak_mib": peak[0] / 2**20, "headlines": HEADLINE.findall(text),
+            "error": error, "detail": detail, **machine()}
 
 
-def table(rows: list[dict], profile: str) -> str:
+def machine() -> dict:
+    """What the run was measured on (kept in each row, so that rows merged from another machine say so)."""
     import torch
 
-    device = "cuda (" + torch.cuda.get_device_name(0) + ")" if torch.cuda.is_available() else "cpu"
+    gpu = torch.cuda.is_available()
+    return {"machine": torch.cuda.get_device_name(0) if gpu else f"{os.cpu_count()}-core CPU",
+            "device": "cuda (" + torch.cuda.get_device_name(0) + ")" if gpu else "cpu",
+            "cores": os.cpu_count(), "arch": platform.machine(), "torch": torch.__version__}
+
+
+def table(rows: list[dict], profile: str, note: str = "") -> str:
+    here = machine()
+    first = {**here, **{k: rows[0][k] for k in here if rows and k in rows[0]}}
+    when = max((r.get("date", "") for r in rows), default="") or time.strftime("%Y-%m-%d")
     lines = [
-        f"Profile **{profile}**, measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with "
-        f"{os.cpu_count()} cores, device {device}, torch {torch.__version__}; budget {BUDGET_S[profile]:.0f} s a lesson.",
+        f"Profile **{profile}**, measured {when} on {first['arch']} with "
+        f"{first['cores']} cores, device {first['device']}, torch {first['torch']}; budget {BUDGET_S[profile]:.0f} s a lesson."
+        + (f" {note}" if note else ""),
         "",
         "| lesson | wall time (s) | peak memory (MiB) | within budget | headline numbers |",
         "|---|---:|---:|---|---|",
@@ -118,15 +131,14 @@ def record_times(rows: list[dict], profile: str) -> None:
     every lesson's first cell prints its measured times from there (runtime.setup(lesson=...))."""
     import json
 
-    import torch
-
     path = ROOT / "course_lib" / "measured_times.json"
     table = json.loads(path.read_text()) if path.exists() else {}
-    machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"{os.cpu_count()}-core CPU"
+    here = machine()["machine"]
     for r in rows:
         if not r["error"]:
             table.setdefault(profile, {})[r["lesson"]] = {
-                "seconds": round(r["wall"], 1), "date": time.strftime("%Y-%m-%d"), "machine": machine}
+                "seconds": round(r["wall"], 1), "date": r.get("date") or time.strftime("%Y-%m-%d"),
+                "machine": r.get("machine", here)}
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
@@ -142,7 +154,7 @@ def merged_rows(rows: list[dict], profile: str) -> list[dict]:
     kept = {r["lesson"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     today = time.strftime("%Y-%m-%d")
     for r in rows:
-        kept[r["lesson"]] = {**r, "date": today, "headlines": [list(h) for h in r["headlines"]]}
+        kept[r["lesson"]] = {**r, "date": r.get("date") or today, "headlines": [list(h) for h in r["headlines"]]}
     existing = {p.stem for p in lessons()}
     merged = [kept[k] for k in sorted(kept) if k in existing]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,13 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lessons", nargs="*", help="lesson numbers to run (default: all), e.g. 03 04")
     parser.add_argument("--out", type=Path, help="where to write the table (default bench/<profile>.md)")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="run nothing: merge rows measured elsewhere (another machine's bench/<profile>.json)")
+    parser.add_argument("--note", default="", help="a sentence for the table's first line (how it was measured)")
     args = parser.parse_args(argv)
     rows = []
-    for path in lessons(args.lessons):
+    if args.merge:
+        import json
+
+        rows = [r for f in args.merge for r in json.loads(f.read_text())]
+        rows = [r for r in rows if not args.lessons or any(r["lesson"].startswith(s) for s in args.lessons)]
+    for path in ([] if args.merge else lessons(args.lessons)):
         row = run_lesson(path, args.profile, args.timeout)
         rows.append(row)
         status = f"FAILED: {row['error']}" if row["error"] else "ok"
         print(f"{path.stem}: {row['wall']:.1f} s, peak {row['peak_mib']:.0f} MiB, {status}", flush=True)
+        if row["error"]:
+            print(row["detail"], file=sys.stderr, flush=True)
         for k, v in row["headlines"]:
             print(f"    {k} = {v}")
     if not args.out:
@@ -170,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = merged_rows(rows, args.profile)
     out = args.out or ROOT / "bench" / f"{args.profile}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table(rows, args.profile), encoding="utf-8")
+    out.write_text(table(rows, args.profile, args.note), encoding="utf-8")
     print(f"wrote {out}")
     over = [r["lesson"] for r in rows if r["wall"] > BUDGET_S[args.profile]]
     failed = [r["lesson"] for r in rows if r["error"]]

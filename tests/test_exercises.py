@@ -159,6 +159,8 @@ def test_bench_collects_time_memory_and_headlines(tmp_path, monkeypatch):
     slow = dict(row, wall=25.0, lesson="99_slow")
     text = bench.table([row, slow], "smoke")
     assert "| 99_slow | 25.0 |" in text and "**no**" in text and "| yes |" in text
+    far = dict(row, device="cuda (NVIDIA H200)", cores=16)  # a row measured on another machine says so
+    assert "16 cores, device cuda (NVIDIA H200)" in bench.table([far], "gpu")
 
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda p: p.stem)
