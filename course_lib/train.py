@@ -47,11 +47,26 @@ class EMA:
         for p in self.model.parameters():
             p.requires_grad_(False)
 
+        self._pairs: tuple[nn.Module, list[Tensor], list[Tensor]] | None = None
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_params = list(self.model.parameters())
+        """One step of the average, and the buffers (BatchNorm statistics, say) copied over."""
+        self.update_weights(model)
+        self.copy_buffers(model)
+
+    @torch.no_grad()
+    def update_weights(self, model: nn.Module) -> None:
+        """The parameters' average alone: ``fit`` calls this every step and copies the buffers only
+        when the average is used (a checkpoint, the end), which saves a copy per buffer per step."""
+        if self._pairs is None or self._pairs[0] is not model:  # the two lists, made once per model
+            self._pairs = (model, list(self.model.parameters()), [p.detach() for p in model.parameters()])
+        _, ema_params, params = self._pairs
         if ema_params:
-            torch._foreach_lerp_(ema_params, [p.detach() for p in model.parameters()], 1.0 - self.decay)
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_buffers(self, model: nn.Module) -> None:
         for b_ema, b in zip(self.model.buffers(), model.buffers()):
             b_ema.copy_(b)
 
@@ -143,7 +158,7 @@ def fit(
                 run.schedulers[g].step()
                 log.add(g, loss)
             if run.ema is not None:
-                run.ema.update(model)
+                run.ema.update_weights(model)
             log.step_done(step + 1)  # reads the losses back every few steps, checks they are finite
             if ckpt is not None and checkpoint_every and (step + 1) % checkpoint_every == 0:
                 ckpt.save(step + 1, log.flush())
@@ -152,6 +167,8 @@ def fit(
     finally:
         log.close()
         model.eval()
+        if run.ema is not None:
+            run.ema.copy_buffers(model)
     seconds = time.perf_counter() - t0
     if ckpt is not None and steps > start:
         ckpt.save(steps, log.flush())
@@ -524,6 +541,8 @@ class _Checkpoint:
         run = self.run
         if run.rank == 0:  # one writer; the others wait below until the file is complete
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            if run.ema is not None:
+                run.ema.copy_buffers(run.model)
             state = {
                 "model": run.model.state_dict(),
                 "optimizers": {g: o.state_dict() for g, o in run.optimizers.items()},

@@ -55,7 +55,12 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
     # earlier is reused (the classifier of lesson 9, say). The folder is removed afterwards.
     fresh = tempfile.mkdtemp(prefix="bench-cache-")
     os.environ["COURSE_DATA_DIR"] = fresh
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
+    km = None
+    if os.environ.get("BENCH_TRANSPORT") == "ipc":  # lanes started at once can race for TCP ports; sockets cannot
+        from jupyter_client.manager import KernelManager
+
+        km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(fresh, "kernel"))
+    client = NotebookClient(nb, km=km, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(LESSONS)}})
     peak = [0]
     stop = threading.Event()
 
@@ -78,7 +83,8 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
         client.execute()
     except Exception as err:  # the table says which lesson failed and why; the exit code too
         error = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-        detail = str(err)[-4000:]  # the failing cell and its traceback, printed by main
+        text = str(err)
+        detail = text if len(text) <= 6000 else text[:3000] + "\n[...]\n" + text[-3000:]  # the cell and its traceback
     finally:
         stop.set()
         thread.join()

@@ -78,6 +78,37 @@ def test_ema_lags_the_weights():
     assert (ema_w < model.w).all() and (ema_w > 0).all()
 
 
+class Normed(nn.Module):
+    """A model with a buffer that training changes (BatchNorm's running mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.norm = nn.Linear(3, 3), nn.BatchNorm1d(3)
+
+    def loss(self, batch):
+        return self.norm(self.lin(batch)).square().mean()
+
+
+def test_ema_is_the_average_of_the_weights_and_keeps_the_latest_buffers():
+    """The EMA equals the recursion ema <- d ema + (1 - d) w over the steps, and its buffers are the
+    model's at the end (fit copies them when the average is used, not every step)."""
+    torch.manual_seed(0)
+    model, x, d = Normed(), torch.randn(64, 3) + 2.0, 0.9
+    start = [p.detach().clone() for p in model.parameters()]
+    manual = [p.clone() for p in start]
+
+    def follow(step, _):
+        for m, p in zip(manual, model.parameters()):
+            m.mul_(d).add_(p.detach(), alpha=1 - d)
+
+    result = train.fit(model, x, steps=30, batch_size=16, lr=0.05, ema_decay=d, callback=follow,
+                       progress=False, verbose=False)
+    for m, e in zip(manual, result.ema_model.parameters()):
+        torch.testing.assert_close(e, m)
+    torch.testing.assert_close(result.ema_model.norm.running_mean, model.norm.running_mean)
+    assert model.norm.running_mean.abs().sum() > 0.1  # the buffer did change during training
+
+
 def test_two_optimiser_groups_are_both_trained():
     torch.manual_seed(0)
     model = GAN(hidden=16)
