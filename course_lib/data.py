@@ -246,6 +246,34 @@ def mnist(split: str = "train", source: str = "subset", verbose: bool = True) ->
     raise ValueError(f"unknown MNIST source {source!r}: use 'subset' (offline) or 'full' (download)")
 
 
+def mnist_source(profile: str, verbose: bool = True) -> str:
+    """Which MNIST a lesson uses under ``profile``: ``"full"`` (70,000 digits) under the gpu profile
+    when they can be had, else ``"subset"`` (the 5,000 that ship offline).
+
+    ``COURSE_MNIST=full`` or ``=subset`` decides instead. Under gpu without the files and
+    without a network, the subset is used and the line printed says so and why: nothing switches
+    silently.
+    """
+    forced = os.environ.get("COURSE_MNIST")
+    if forced is not None:
+        if forced not in ("full", "subset"):
+            raise ValueError(f"COURSE_MNIST must be 'full' or 'subset', got {forced!r}")
+        _say(verbose, f"MNIST: {forced} (COURSE_MNIST={forced})")
+        return forced
+    if profile != "gpu":
+        _say(verbose, f"MNIST: the 5,000-digit subset (the {profile} profile; the gpu profile uses all 70,000)")
+        return "subset"
+    try:
+        for name in MNIST_FILES:
+            _fetch_mnist_file(name, cache_dir() / "mnist")
+    except RuntimeError as err:
+        _say(verbose, f"MNIST: full MNIST is not available ({str(err).split(' (')[0]}; offline?), so this "
+                      "run uses the 5,000-digit subset; copy the files into the cache or set COURSE_MNIST")
+        return "subset"
+    _say(verbose, "MNIST: all 70,000 digits (the gpu profile)")
+    return "full"
+
+
 # ----------------------------------------------------------------------------- names
 
 

@@ -103,6 +103,25 @@ def test_mnist_full_offline_names_the_fix(monkeypatch, tmp_path):
         data.mnist("train", source="full")
 
 
+def test_mnist_source_says_what_it_chose(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("COURSE_MNIST", raising=False)
+    assert data.mnist_source("cpu") == "subset"
+    assert "gpu profile uses all 70,000" in capsys.readouterr().out
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    assert data.mnist_source("gpu") == "subset"  # offline: the subset, and the printed line says why
+    assert "not available" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_MNIST", "full")
+    assert data.mnist_source("cpu") == "full"
+    monkeypatch.setenv("COURSE_MNIST", "kaggle")
+    with pytest.raises(ValueError, match="COURSE_MNIST"):
+        data.mnist_source("gpu")
+
+
 def test_names_splits_are_disjoint_and_fixed():
     train = data.names("first", "train", verbose=False)
     val = data.names("first", "val", verbose=False)
