@@ -6,6 +6,7 @@ from .diffusion import DDPM, DDPMSchedule, Diffusion, TimeMLP
 from .ebm import EBM
 from .flows import ActNorm, AffineCoupling, DigitsFlow, LogitTransform, Permutation, RealNVP
 from .gan import GAN
+from .guidance import ConditionalDDPM, LatentDiffusion
 from .pixelcnn import MaskedConv2d, PixelCNN
 from .score import NCSN, ScoreModel
 from .unet import UNet
@@ -14,4 +15,5 @@ from .vqvae import VQVAE
 
 __all__ = ["GenerativeModel", "DiscretizedAR", "CharModel", "CharBigram", "CharMLP", "CharTransformer", "TransformerConfig", "sample_next", "VAE", "GAN", "Diffusion", "DDPMSchedule", "TimeMLP",
            "RealNVP", "DigitsFlow", "AffineCoupling", "ActNorm", "Permutation", "LogitTransform",
-           "PixelCNN", "MaskedConv2d", "VQVAE", "EBM", "NCSN", "ScoreModel", "DDPM", "UNet"]
+           "PixelCNN", "MaskedConv2d", "VQVAE", "EBM", "NCSN", "ScoreModel", "DDPM", "UNet",
+           "ConditionalDDPM", "LatentDiffusion"]

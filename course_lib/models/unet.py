@@ -13,6 +13,11 @@ Every residual block also receives the step t, as a sinusoidal embedding passed 
 MLP and added to its feature maps, so one network serves every noise level. Skip connections
 carry the fine detail of each resolution past the bottleneck, which is what a denoiser at low
 noise levels mostly needs.
+
+With ``num_classes`` set (lesson 13), the network is class-conditional, eps_theta(x_t, t, c): a
+learned embedding of the label c is added to the step's embedding, and one extra label, index
+``num_classes``, is the "null" label of the unconditional mode (classifier-free guidance). The
+default (``num_classes=None``) builds lesson 12's network, parameter for parameter.
 """
 
 from __future__ import annotations
@@ -59,10 +64,12 @@ class UNet(nn.Module):
     """eps_theta(x, t) for images (B, C, H, W); ``t`` holds one step index per image, 0..steps-1.
 
     ``channels[i]`` feature maps at resolution H / 2^i; H must be divisible by 2^(len(channels) - 1).
+    ``num_classes``: if set, ``forward(x, t, y)`` also takes one label per image, 0..num_classes-1,
+    or ``num_classes`` itself for the null label (unconditional).
     """
 
     def __init__(self, image_channels: int = 1, channels: tuple[int, ...] = (32, 64), steps: int = 100,
-                 t_dim: int = 64, dropout: float = 0.0, middle_blocks: int = 1):
+                 t_dim: int = 64, dropout: float = 0.0, middle_blocks: int = 1, num_classes: int | None = None):
         super().__init__()
         if not channels:
             raise ValueError("channels needs at least one entry, e.g. (32, 64)")
@@ -89,12 +96,21 @@ class UNet(nn.Module):
         self.out = nn.Sequential(_norm(c_prev), nn.SiLU(), nn.Conv2d(c_prev, image_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)  # the untrained network predicts zero noise
         nn.init.zeros_(self.out[-1].bias)
+        self.num_classes = num_classes
+        if num_classes is not None:  # created last: the layers above are initialised as without labels
+            if not isinstance(num_classes, int) or num_classes < 1:
+                raise ValueError(f"num_classes must be a positive int (or None), got {num_classes!r}")
+            self.label_emb = nn.Embedding(num_classes + 1, t_dim)  # row num_classes: the null label
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         size = x.shape[-1]
         if size % 2 ** (self.levels - 1):
             raise ValueError(f"image size {size} is not divisible by 2^{self.levels - 1}: use fewer channel levels")
         emb = self.time_mlp(timestep_embedding(t, self.t_dim, self.steps))
+        if self.num_classes is not None:
+            emb = emb + self.label_emb(self._labels(y, len(x)))
+        elif y is not None:
+            raise ValueError("this U-Net was built without num_classes: it takes no labels")
         h = self.inp(x)
         skips = []
         for i, block in enumerate(self.down):
@@ -109,3 +125,15 @@ class UNet(nn.Module):
             if j < len(self.upsample):
                 h = self.upsample[j](F.interpolate(h, scale_factor=2, mode="nearest"))
         return self.out(h)
+
+    def _labels(self, y: Tensor | None, batch: int) -> Tensor:
+        if y is None:
+            raise ValueError(
+                f"this U-Net is class-conditional: pass labels y (0..{self.num_classes - 1}, "
+                f"or {self.num_classes} for the null label, the unconditional mode)"
+            )
+        if y.dtype != torch.long or y.shape != (batch,):
+            raise ValueError(f"labels must be an int64 tensor of shape ({batch},), got {y.dtype} {tuple(y.shape)}")
+        if y.device.type == "cpu" and (int(y.min()) < 0 or int(y.max()) > self.num_classes):  # no sync on a GPU
+            raise ValueError(f"labels must lie in 0..{self.num_classes} ({self.num_classes}: the null label)")
+        return y
