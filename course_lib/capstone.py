@@ -255,10 +255,12 @@ class RaceRun:
     elapsed: dict[float, float]
     checkpoint: Path
     reloaded: bool  # True: the checkpoint was there, nothing was trained in this call
+    reference: bool = False  # True: the steps come from the reference machine's plan, not from this machine
 
     def __str__(self) -> str:
         name = self.entrant.name
-        plan = f"{self.steps:,} steps planned ({1000 * self.step_seconds:.1f} ms each: {self.planned_seconds:.1f} s)"
+        where = " on the reference machine" if self.reference else ""
+        plan = f"{self.steps:,} steps planned ({1000 * self.step_seconds:.1f} ms each{where}: {self.planned_seconds:.1f} s)"
         if self.trained_seconds is None:
             return f"{name}: {plan}; reloaded, training time not recorded"
         how = "reloaded; it trained" if self.reloaded else "trained"
@@ -267,11 +269,14 @@ class RaceRun:
 
 def train_under_budget(entrant: Entrant, budget: float, plan_path: Path, profile: str, device: torch.device,
                        fractions: tuple[float, ...] = (0.125, 0.25, 0.5), snapshot_n: int = 64,
-                       probe: int = 12, probe_seconds: float = 0.0) -> RaceRun:
+                       probe: int = 12, probe_seconds: float = 0.0,
+                       reference: tuple[int, float] | None = None) -> RaceRun:
     """Train ``entrant`` for ``budget`` seconds of its clock, or reload the run a previous call saved.
 
     1. Steps: from the plan at ``plan_path`` if it holds this entrant with the same settings,
        else ``planned_steps(budget, seconds_per_step(...))`` on a throw-away copy, saved to the plan.
+       ``reference=(steps, seconds_per_step)`` skips the calibration and uses a plan measured once
+       on a reference machine, so that every run trains the same steps (and can be reproduced).
     2. Training: ``train.fit`` with a checkpoint named by the settings, the fit and the steps
        (a rerun reloads it), timed by the clock, less the time of the snapshot callback.
     3. Records: the measured seconds go into the plan, the snapshots beside the checkpoint.
@@ -280,7 +285,15 @@ def train_under_budget(entrant: Entrant, budget: float, plan_path: Path, profile
     key = settings_key({**entrant.settings, **entrant.fit, "budget": budget})
     plan = load_plan(plan_path)
     entry = plan["entries"].get(entrant.name)
-    if entry is None or entry.get("key") != key:
+    if reference is not None:
+        ref_steps, ref_step_s = reference
+        if not (isinstance(ref_steps, int) and ref_steps >= 1 and ref_step_s > 0):
+            raise ValueError(f"reference must be (steps >= 1, seconds per step > 0), got {reference!r}")
+        if entry is None or entry.get("key") != key or entry.get("steps") != ref_steps:
+            entry = {"key": key, "seconds_per_step": float(ref_step_s), "steps": ref_steps, "reference": True}
+            plan["entries"][entrant.name] = entry
+            save_plan(plan_path, plan)
+    elif entry is None or entry.get("key") != key or entry.get("reference"):
         torch.manual_seed(1)
         step_s = seconds_per_step(entrant.build, entrant.data, entrant.fit, probe=probe, clock=clock,
                                   min_seconds=probe_seconds, device=device)
@@ -321,7 +334,7 @@ def train_under_budget(entrant: Entrant, budget: float, plan_path: Path, profile
     return RaceRun(entrant=entrant, model=final, steps=steps, step_seconds=float(entry["seconds_per_step"]),
                    planned_seconds=steps * float(entry["seconds_per_step"]),
                    trained_seconds=entry.get("trained_seconds"), snapshots=samples, elapsed=elapsed,
-                   checkpoint=checkpoint, reloaded=done_before)
+                   checkpoint=checkpoint, reloaded=done_before, reference=bool(entry.get("reference")))
 
 
 # ----------------------------------------------------------------------------- the table

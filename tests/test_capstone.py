@@ -208,6 +208,28 @@ def test_train_under_budget_plans_trains_and_reloads(tmp_path, monkeypatch, one_
     assert "reloaded" in str(again) and "trained in" in str(first)
 
 
+def test_a_reference_plan_is_used_as_given_without_calibrating(tmp_path, monkeypatch, one_thread):
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))
+    entrant = capstone.Entrant(
+        name="Tiny GAN", paradigm="adversarial", build=lambda: GAN(data_dim=4, latent_dim=2, hidden=8),
+        data=torch.randn(256, 4), settings={"hidden": 8}, fit={"batch_size": 32, "lr": 1e-3, "seed": 0},
+        draw=lambda m, n: m.sample(n),
+    )
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a reference plan must not be recalibrated")
+
+    monkeypatch.setattr(capstone, "seconds_per_step", no_calibration)
+    plan_path = data.cache_dir() / "plan.json"
+    run = capstone.train_under_budget(entrant, 0.5, plan_path, "cpu", torch.device("cpu"), snapshot_n=5,
+                                      reference=(37, 0.01))
+    assert run.steps == 37 and run.reference and abs(run.planned_seconds - 0.37) < 1e-9
+    assert "reference machine" in str(run)
+    assert capstone.load_plan(plan_path)["entries"]["Tiny GAN"]["reference"] is True
+    with pytest.raises(ValueError, match="reference"):
+        capstone.train_under_budget(entrant, 0.5, plan_path, "cpu", torch.device("cpu"), reference=(0, 0.01))
+
+
 def test_race_table_prints_every_kind_of_row():
     common = dict(parameters=1000, steps=10, planned_seconds=1.0, trained_seconds=1.1, evaluations=1,
                   seconds_per_sample=1e-4, frechet=2.0, frechet_spread=0.1, precision=0.8, recall=0.7,
