@@ -9,6 +9,8 @@ from .gan import GAN
 from .guidance import ConditionalDDPM, LatentDiffusion
 from .pixelcnn import MaskedConv2d, PixelCNN
 from .score import NCSN, ScoreModel
+from .sde import VESDE, VPSDE, DiffusionSDE
+from .flow_matching import FlowMatching
 from .unet import UNet
 from .vae import VAE
 from .vqvae import VQVAE
@@ -16,4 +18,4 @@ from .vqvae import VQVAE
 __all__ = ["GenerativeModel", "DiscretizedAR", "CharModel", "CharBigram", "CharMLP", "CharTransformer", "TransformerConfig", "sample_next", "VAE", "GAN", "Diffusion", "DDPMSchedule", "TimeMLP",
            "RealNVP", "DigitsFlow", "AffineCoupling", "ActNorm", "Permutation", "LogitTransform",
            "PixelCNN", "MaskedConv2d", "VQVAE", "EBM", "NCSN", "ScoreModel", "DDPM", "UNet",
-           "ConditionalDDPM", "LatentDiffusion"]
+           "ConditionalDDPM", "LatentDiffusion", "VPSDE", "VESDE", "DiffusionSDE", "FlowMatching"]
