@@ -293,3 +293,25 @@ def test_reconstruction_scores_with_the_identity_are_the_real_baseline():
     ref = evaluation.real_baseline(x_test, clf, n=150, repeats=2)
     for name in ("frechet", "precision", "recall", "coverage", "confident"):
         assert getattr(ours.mean, name) == pytest.approx(getattr(ref.mean, name), rel=1e-9, abs=1e-12), name
+
+
+def test_ddim_with_eta_one_is_lesson_12s_clipped_ancestral_chain():
+    """eta = 1 (sigma^2 = beta tilde) with the clipped x0: the same chain as DDPM.sample, draw for draw,
+    up to the last step (where DDPM adds its discrete decoder's noise and DDIM returns x0_hat)."""
+    from course_lib.models import DDPM
+    from course_lib.models.guidance import clipped_eps, ddim_step, respaced_times
+
+    torch.manual_seed(0)
+    ddpm = DDPM.for_images((1, 8, 8), steps=12, channels=(8, 16)).eval()
+    torch.nn.init.normal_(ddpm.eps_model.out[-1].weight, std=0.2)  # a non-zero (untrained) noise predictor
+    torch.manual_seed(1)
+    _, chain = ddpm.sample(5, keep=True)
+    torch.manual_seed(1)
+    s, times = ddpm.schedule, respaced_times(12)
+    x = torch.randn(5, 1, 8, 8, dtype=s.abar.dtype)
+    with torch.no_grad():
+        for i, t in enumerate(times[:-1]):
+            torch.testing.assert_close(x, chain[i][1], rtol=1e-4, atol=1e-5)
+            eps = clipped_eps(s, x, t, ddpm.eps_model(x, torch.full((5,), t)))
+            x = ddim_step(s, x, eps, t, times[i + 1], eta=1.0)
+    torch.testing.assert_close(x, chain[-1][1], rtol=1e-4, atol=1e-5)
