@@ -84,17 +84,17 @@ def mixture_marginal_velocity(x: Tensor, t: Tensor | float, means: Tensor, std: 
     :func:`gaussian_marginal_velocity` holds within it; u_t averages those velocities with the
     responsibilities r_k(x) = P(k | x_t = x). Computed in float64.
     """
-    x64, means = x.double(), means.to(x.device, torch.float64)
-    t = torch.as_tensor(t, dtype=torch.float64, device=x.device)
+    x64, means = x.cpu().double(), torch.as_tensor(means).cpu().double()  # float64 on the CPU (MPS has none)
+    t = torch.as_tensor(t).detach().cpu().double()
     t = (t.expand(len(x)) if t.dim() == 0 else t).reshape(-1, 1, 1)           # (N, 1, 1)
     var_t = (1 - t) ** 2 * std**2 + t**2
     centres = (1 - t) * means[None]                                           # (N, K, D)
-    w = torch.full((len(means),), 1.0 / len(means), dtype=torch.float64, device=x.device) if weights is None \
-        else torch.as_tensor(weights, dtype=torch.float64, device=x.device)
+    w = torch.full((len(means),), 1.0 / len(means), dtype=torch.float64) if weights is None \
+        else torch.as_tensor(weights).detach().cpu().double()
     diff = x64[:, None, :] - centres                                          # (N, K, D)
     resp = torch.softmax(w.log()[None] - diff.square().sum(-1) / (2 * var_t[..., 0]), dim=1)  # (N, K)
     per_k = -means[None] + (t - (1 - t) * std**2) / var_t * diff              # (N, K, D)
-    return (resp[..., None] * per_k).sum(1).to(x.dtype)
+    return (resp[..., None] * per_k).sum(1).to(x.device, x.dtype)
 
 
 def standard_normal_log_prob(z: Tensor) -> Tensor:

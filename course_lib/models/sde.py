@@ -182,17 +182,18 @@ def gaussian_score(sde: SDE, mean: Tensor, std: Tensor | float) -> ScoreFn:
     p_t is Gaussian too: N(m_t, diag(v_t)) with, for VP, m_t = sqrt(abar) mean, v_t = abar std^2 + 1 - abar,
     and for VE, m_t = mean, v_t = std^2 + sigma(t)^2 - sigma_min^2; its score is -(x - m_t) / v_t.
     """
-    mean = torch.as_tensor(mean, dtype=torch.float64)
-    var0 = torch.as_tensor(std, dtype=torch.float64) ** 2
+    mean = torch.as_tensor(mean).detach().cpu().double()  # float64 on the CPU (Apple's MPS has none)
+    var0 = torch.as_tensor(std).detach().cpu().double() ** 2
 
     def score(x: Tensor, t) -> Tensor:
-        m, sd = sde.marginal(mean.expand(len(x), *mean.shape).to(x.device), t)  # the data mean, carried to t
+        x64 = x.cpu().double()  # computed on the CPU in float64, returned on x's device and dtype
+        m, sd = sde.marginal(mean.expand(len(x64), *mean.shape), t)  # the data mean, carried to t
         if isinstance(sde, VPSDE):
-            ab = _rows(sde.abar(t), m).to(x.device)
-            var = ab * var0.to(x.device) + (1 - ab)
+            ab = _rows(sde.abar(t), m)
+            var = ab * var0 + (1 - ab)
         else:
-            var = var0.to(x.device) + sd**2
-        return (-(x.double() - m) / var).to(x.dtype)
+            var = var0 + sd**2
+        return (-(x64 - m) / var).to(x.device, x.dtype)
 
     return score
 
@@ -203,8 +204,8 @@ class MixtureMarginals:
     std^2 + sigma(t)^2 - sigma_min^2 (VE). ``score`` and ``log_prob`` at one time t (a number)."""
 
     def __init__(self, sde: SDE, means: Tensor, std: float, weights: Tensor | None = None):
-        self.sde, self.means, self.std = sde, torch.as_tensor(means, dtype=torch.float64), float(std)
-        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        self.sde, self.means, self.std = sde, torch.as_tensor(means).detach().cpu().double(), float(std)
+        self.weights = None if weights is None else torch.as_tensor(weights).detach().cpu().double()
 
     def params(self, t) -> tuple[Tensor, float]:
         """The centres (K, D) and the common standard deviation of the components of p_t."""
@@ -218,13 +219,14 @@ class MixtureMarginals:
         from .score import mixture_score
 
         centres, sd = self.params(t)
-        return mixture_score(x.double(), centres.to(x.device), sd, self.weights).to(x.dtype)
+        return mixture_score(x.cpu().double(), centres, sd, self.weights).to(x.device, x.dtype)
 
     def log_prob(self, x: Tensor, t) -> Tensor:
         from .score import mixture_log_prob
 
         centres, sd = self.params(t)
-        return mixture_log_prob(x.double(), centres.to(x.device), sd, self.weights)
+        out = mixture_log_prob(x.cpu().double(), centres, sd, self.weights)
+        return out.to(x.device, torch.float32 if x.device.type == "mps" else out.dtype)  # cpu float64 to x's device
 
 
 # ----------------------------------------------------------------------------------------------
@@ -292,7 +294,7 @@ def probability_flow_drift(sde: SDE, score_fn: ScoreFn, x: Tensor, t) -> Tensor:
     return sde.drift(x, t) - 0.5 * _rows(sde.g(t) ** 2, x) * score_fn(x, t)
 
 
-def _options(method: str, t0: float, t1: float, steps: int | None, device, dtype=torch.float64) -> dict:
+def _options(method: str, t0: float, t1: float, steps: int | None, device, dtype: torch.dtype = torch.float64) -> dict:
     """torchdiffeq options: a fixed step for grid methods; for adaptive ones, land exactly on t1 (by
     default they step past the end and interpolate, calling the field outside [t0, t1])."""
     if method in ("euler", "midpoint", "rk4"):
