@@ -19,23 +19,23 @@ The race has three instruments and one procedure.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from . import data as data_mod
 from . import train
+from . import likelihood
+from .metrics import count_calls
 
 Clock = Callable[[], float]
-LN2 = math.log(2.0)
 
 
 # ----------------------------------------------------------------------------- clocks
@@ -67,22 +67,8 @@ def clock_for(device: torch.device | str) -> tuple[Clock, str]:
 # ----------------------------------------------------------------------------- sampling cost
 
 
-@contextlib.contextmanager
-def count_network_calls(network: nn.Module) -> Iterator[list[int]]:
-    """Count the forward calls of ``network`` inside the block: ``with count_network_calls(net) as c: ...; c[0]``.
-
-    A forward pre-hook adds one per call; the hook is removed when the block ends, even by an error.
-    """
-    counter = [0]
-
-    def hook(module, inputs):
-        counter[0] += 1
-
-    handle = network.register_forward_pre_hook(hook)
-    try:
-        yield counter
-    finally:
-        handle.remove()
+# The forward-hook counter of lesson 1 (course_lib.metrics), under the name this lesson uses.
+count_network_calls = count_calls
 
 
 class SamplingCost(NamedTuple):
@@ -340,11 +326,7 @@ def train_under_budget(entrant: Entrant, budget: float, plan_path: Path, profile
 # ----------------------------------------------------------------------------- the table
 
 
-def bits_per_dim(nats_per_image: float, dims: int) -> float:
-    """A negative log-likelihood of one image in nats as bits per dimension: ``nats / (D ln 2)``."""
-    if not isinstance(dims, int) or dims <= 0:
-        raise ValueError(f"dims must be a positive int (pixels per image), got {dims!r}")
-    return nats_per_image / (dims * LN2)
+bits_per_dim = likelihood.bits_per_dim  # nats / (D ln 2), lesson 3's conversion
 
 
 @dataclass
