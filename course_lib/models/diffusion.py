@@ -243,6 +243,15 @@ def _back(result: Tensor, like: Tensor) -> Tensor:
     return result.to(like.device, torch.float32 if like.device.type == "mps" else result.dtype)  # cpu float64 to the device
 
 
+def respaced_times(T: int, steps: int | None = None) -> list[int]:
+    """The step indices a K-step sampler visits: K evenly spaced indices from T - 1 down to 0
+    (``DDPM.sample(n, steps=K)`` here, and lesson 13's DDIM)."""
+    steps = T if steps is None else steps
+    if not isinstance(steps, int) or not 1 <= steps <= T:
+        raise ValueError(f"got steps={steps!r}: steps must be an int, and steps must lie in 1..{T} (the model's T)")
+    return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+
+
 class DDPM(Diffusion):
     """A DDPM for images of ``levels`` grey levels, scaled to [-1, 1] inside the model.
 
@@ -311,11 +320,7 @@ class DDPM(Diffusion):
         (step index, x_t, predicted x_0) before every network call, for pictures of the chain.
         """
         check_n(n, type(self).__name__)
-        T = self.schedule.steps
-        steps = T if steps is None else steps
-        if not 1 <= steps <= T:
-            raise ValueError(f"steps must lie in 1..{T} (the model's T), got {steps}")
-        times = torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
+        times = respaced_times(self.schedule.steps, steps)
         x = torch.randn(n, *self.data_shape, device=self.device, dtype=self.schedule.abar.dtype)
         chain = []
         for i, t in enumerate(times):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import GenerativeModel, check_n
-from .diffusion import DDPM, DDPMSchedule, Diffusion, predict_x0
+from .diffusion import DDPM, DDPMSchedule, Diffusion, predict_x0, respaced_times
 
 # ----------------------------------------------------------------------------------------------
 # DDIM
@@ -47,15 +47,6 @@ def ddim_step(s: DDPMSchedule, x_t: Tensor, eps: Tensor, t: int, t_prev: int, et
     if eta > 0:
         x_prev = x_prev + sigma * (torch.randn_like(x_t) if z is None else z)
     return x_prev
-
-
-def respaced_times(T: int, steps: int | None = None) -> list[int]:
-    """The step indices a K-step sampler visits: K evenly spaced indices from T - 1 down to 0
-    (the same respacing as lesson 12's ``DDPM.sample(n, steps=K)``)."""
-    steps = T if steps is None else steps
-    if not isinstance(steps, int) or not 1 <= steps <= T:
-        raise ValueError(f"steps must be an int in 1..{T} (the model's T), got {steps!r}")
-    return torch.linspace(T - 1, 0, steps).round().long().unique_consecutive().tolist()
 
 
 def clipped_eps(s: DDPMSchedule, x_t: Tensor, t: int, eps: Tensor) -> Tensor:
