@@ -116,7 +116,7 @@ def seconds_per_step(build: Callable[[], nn.Module], data, fit: dict, probe: int
     def timed(steps: int) -> float:
         stamps: list[float] = []
         train.fit(build(), data, steps=steps, device=device, progress=False, verbose=False,
-                  callback=lambda step, losses: stamps.append(clock()), **settings)
+                  callback=lambda step, losses: stamps.append(clock()), **{"name": "step-time probe", **settings})
         return (stamps[-1] - stamps[skip]) / (len(stamps) - 1 - skip)
 
     step = timed(probe)

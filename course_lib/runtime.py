@@ -96,11 +96,18 @@ def budget(smoke: T, cpu: T, gpu: T | None = None, profile: str | None = None) -
     ``gpu`` defaults to the cpu value.
     """
     profile = get_profile(profile)
-    if profile == "smoke":
-        return smoke
-    if profile == "gpu" and gpu is not None:
-        return gpu
-    return cpu
+    value = smoke if profile == "smoke" else gpu if profile == "gpu" and gpu is not None else cpu
+    # remembered, so that a training run can say what it would be under each profile (stepcost.py)
+    _BUDGETS.append({"smoke": smoke, "cpu": cpu, "gpu": cpu if gpu is None else gpu, "value": value})
+    return value
+
+
+_BUDGETS: list[dict] = []
+
+
+def budgets_seen() -> list[dict]:
+    """Every budget this process has asked for: ``{"smoke", "cpu", "gpu", "value"}`` each."""
+    return list(_BUDGETS)
 
 
 def seed_everything(seed: int = 0) -> None:

@@ -30,6 +30,7 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from . import stepcost
 from .runtime import amp_dtype, autocast, get_device
 
 Batch = Union[Tensor, tuple]
@@ -176,7 +177,36 @@ def fit(
                          ema_model=run.ema.model if run.ema is not None else None, resumed_from=start,
                          unit=run.unit)
     log.summary(result, steps - start)
+    if stepcost.log_path() is not None and run.rank == 0:  # make bench sets it (scripts/gpu_estimate.py)
+        _log_fit_cost(run, model, steps, start, seconds)
     return result
+
+
+def _log_fit_cost(run: "_Setup", model: nn.Module, steps: int, start: int, seconds: float) -> None:
+    """Append this call to the ``COURSE_FIT_LOG`` file, with one step counted (stepcost.py).
+
+    The count runs the model's own loss (not the compiled or data-parallel wrapper) on the first
+    batch, with the random streams forked: the lesson's later numbers do not change."""
+    t0 = time.perf_counter()
+    count, error = None, None
+    if steps > 0 and run.world_size == 1:
+        cuda = [run.device.index or 0] if run.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=cuda):
+                batch = run.batch(0)
+                passes = [lambda g=g: _autocast_loss(run, model, g, batch) for g in run.optimizers]
+                count = stepcost.count_step(model, passes)  # puts the model back, even when it fails
+        except Exception as err:  # a measurement aid must not stop the lesson: the log says what failed
+            error = f"{type(err).__name__}: {err}"[:300]
+    stepcost.record_fit(stepcost.log_path(), name=run.label, model=model, device=run.device, steps=steps,
+                        trained=steps - start, seconds=seconds, batch_size=run.batch_size,
+                        groups=len(run.optimizers), count=count, count_error=error,
+                        count_seconds=time.perf_counter() - t0)
+
+
+def _autocast_loss(run: "_Setup", model: nn.Module, group: str, batch: Batch) -> Tensor:
+    with autocast(run.device, run.use_amp):
+        return _group_loss(model, group, batch)
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ machine: on 2 cores, a lesson timed while other work runs is not a measurement.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -55,6 +56,10 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
     # earlier is reused (the classifier of lesson 9, say). The folder is removed afterwards.
     fresh = tempfile.mkdtemp(prefix="bench-cache-")
     os.environ["COURSE_DATA_DIR"] = fresh
+    # every train.fit call logs its steps, time and one counted step (course_lib/stepcost.py),
+    # from which scripts/gpu_estimate.py estimates the lesson on a T4
+    fit_log = os.path.join(fresh, "fits.jsonl")
+    os.environ["COURSE_FIT_LOG"] = fit_log
     km = None
     if os.environ.get("BENCH_TRANSPORT") == "ipc":  # lanes started at once can race for TCP ports; sockets cannot
         from jupyter_client.manager import KernelManager
@@ -89,13 +94,15 @@ def run_lesson(path: Path, profile: str, timeout: int) -> dict:
         stop.set()
         thread.join()
     wall = time.perf_counter() - start
+    fits = [json.loads(line) for line in Path(fit_log).read_text().splitlines()] if os.path.exists(fit_log) else []
     shutil.rmtree(fresh, ignore_errors=True)
     os.environ.pop("COURSE_DATA_DIR", None)
+    os.environ.pop("COURSE_FIT_LOG", None)
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
     return {"lesson": path.stem, "wall": wall, "peak_mib": peak[0] / 2**20, "headlines": HEADLINE.findall(text),
-            "error": error, "detail": detail, **machine()}
+            "error": error, "detail": detail, "fits": fits, **machine()}
 
 
 def machine() -> dict:
@@ -135,7 +142,6 @@ def table(rows: list[dict], profile: str, note: str = "") -> str:
 def record_times(rows: list[dict], profile: str) -> None:
     """Write the wall times into course_lib/measured_times.json, which ships with the package:
     every lesson's first cell prints its measured times from there (runtime.setup(lesson=...))."""
-    import json
 
     path = ROOT / "course_lib" / "measured_times.json"
     table = json.loads(path.read_text()) if path.exists() else {}
@@ -148,19 +154,31 @@ def record_times(rows: list[dict], profile: str) -> None:
     path.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
 
 
+def record_fits(rows: list[dict], profile: str) -> None:
+    """Keep each lesson's fit log (``bench/fits-<profile>.json``, lesson -> fit calls) for
+    ``scripts/gpu_estimate.py``; lessons not run this time keep their earlier log."""
+    path = ROOT / "bench" / f"fits-{profile}.json"
+    kept = json.loads(path.read_text()) if path.exists() else {}
+    for r in rows:
+        if not r["error"] and "fits" in r:
+            kept[r["lesson"]] = r["fits"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def merged_rows(rows: list[dict], profile: str) -> list[dict]:
     """This run's rows merged with the earlier runs' rows of the other lessons (``--lessons``).
 
     The rows are kept in ``bench/<profile>.json`` beside the table; a lesson that no longer
     exists is dropped, and each row keeps the date it was measured on.
     """
-    import json
 
     path = ROOT / "bench" / f"{profile}.json"
     kept = {r["lesson"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     today = time.strftime("%Y-%m-%d")
     for r in rows:
-        kept[r["lesson"]] = {**r, "date": r.get("date") or today, "headlines": [list(h) for h in r["headlines"]]}
+        kept[r["lesson"]] = {**{k: v for k, v in r.items() if k != "fits"}, "date": r.get("date") or today,
+                             "headlines": [list(h) for h in r["headlines"]]}
     existing = {p.stem for p in lessons()}
     merged = [kept[k] for k in sorted(kept) if k in existing]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     if args.merge:
-        import json
 
         rows = [r for f in args.merge for r in json.loads(f.read_text())]
         rows = [r for r in rows if not args.lessons or any(r["lesson"].startswith(s) for s in args.lessons)]
@@ -195,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"    {k} = {v}")
     if not args.out:
         record_times(rows, args.profile)
+        if args.profile != "smoke":  # the gpu estimate reads the cpu log; smoke's tiny runs say little
+            record_fits(rows, args.profile)
         rows = merged_rows(rows, args.profile)
     out = args.out or ROOT / "bench" / f"{args.profile}.md"
     out.parent.mkdir(parents=True, exist_ok=True)

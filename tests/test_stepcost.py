@@ -1,0 +1,145 @@
+"""The fit log behind the gpu estimate: counts with known answers, and no trace on the run."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import runtime, stepcost, train
+from course_lib.models import GAN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Linear(nn.Module):
+    """One linear layer, squared-output loss: its FLOPs have a closed form."""
+
+    def __init__(self, d_in=32, d_out=16):
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
+
+    def loss(self, batch):
+        return self.lin(batch).pow(2).mean()
+
+
+class Noisy(nn.Module):
+    """BatchNorm (running statistics) and dropout plus noise in the loss (random draws)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 1))
+
+    def loss(self, batch):
+        return (self.net(batch + 0.1 * torch.randn_like(batch)) ** 2).mean()
+
+
+def test_flops_of_a_linear_layer_match_the_closed_form():
+    model = Linear(32, 16)
+    x = torch.randn(64, 32)
+    count = stepcost.count_step(model, [lambda: model.loss(x)])
+    # forward x @ W^T: 2*B*I*O; backward: the weight's gradient only (x needs none): 2*B*I*O more
+    assert count.flops == 2 * (2 * 64 * 32 * 16)
+    assert count.ops > 3  # linear, pow, mean and their backward ops at least
+
+
+def test_a_loss_that_calls_autograd_grad_is_counted():
+    """Energy-based and score models differentiate inside their loss (Langevin, divergences)."""
+    model = Linear(4, 1)
+    x = torch.randn(16, 4, requires_grad=True)
+
+    def loss():
+        energy = model.lin(x).sum()
+        (grad_x,) = torch.autograd.grad(energy, x, create_graph=True)
+        return grad_x.pow(2).sum()
+
+    count = stepcost.count_step(model, [loss])
+    assert count.ops > 0 and count.flops > 0
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_counting_leaves_weights_gradients_buffers_and_random_streams_alone():
+    torch.manual_seed(0)
+    model = Noisy()
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(32, 4)
+    torch.manual_seed(5)
+    stepcost.count_step(model, [lambda: model.loss(x)])
+    after_draw = torch.rand(3)
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    assert torch.equal(after_draw, expected_draw)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k  # BatchNorm's running mean included
+    assert all(p.grad is None for p in model.parameters())
+    assert not model.training
+
+
+def _train_gan(tmp_path, log):
+    torch.manual_seed(0)
+    model = GAN(data_dim=2, latent_dim=2, hidden=16)
+    data = torch.randn(256, 2)
+    if log:
+        runtime.budget(smoke=25, cpu=25, gpu=100)  # the lesson's budget, remembered by runtime
+    result = train.fit(model, data, steps=25, batch_size=32, progress=False, verbose=False, ema_decay=0.9)
+    after = torch.rand(4)  # the lesson's next random draw
+    return model, result, after
+
+
+def test_a_fit_logs_one_line_and_its_results_do_not_change(tmp_path, monkeypatch):
+    plain_model, plain, plain_after = _train_gan(tmp_path, log=False)
+    path = tmp_path / "fits.jsonl"
+    monkeypatch.setenv(stepcost.LOG_ENV, str(path))
+    logged_model, logged, logged_after = _train_gan(tmp_path, log=True)
+    for a, b in zip(plain_model.state_dict().values(), logged_model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert plain.history == logged.history
+    assert torch.equal(plain_after, logged_after)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["steps"] == row["trained"] == 25 and row["model"] == "GAN" and row["device"] == "cpu"
+    assert row["count"]["flops"] > 0 and row["count"]["ops"] > 0
+    assert {"smoke": 25, "cpu": 25, "gpu": 100, "value": 25} in row["budgets"]
+
+
+def _estimator():
+    spec = importlib.util.spec_from_file_location("gpu_estimate", ROOT / "scripts" / "gpu_estimate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_estimate"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_estimate_of_a_lesson_adds_its_fits_and_the_rest():
+    est = _estimator()
+    fits = [
+        # a GPU fit whose budget quadruples under gpu: 2,000 ops and 1e9 FLOPs a step
+        {"name": "a", "device": "cpu", "steps": 1000, "trained": 1000, "seconds": 50.0, "count": {"ops": 2000, "flops": 1e9},
+         "count_seconds": 0.5, "budgets": [{"smoke": 10, "cpu": 1000, "gpu": 4000, "value": 1000}], "model": "M"},
+        # the MNIST classifier (evaluation.CLASSIFIER_STEPS: 800 under cpu, 3,000 under gpu), which
+        # trains on the CPU under every profile: its measured CPU time scales with its steps
+        {"name": "DigitClassifier", "device": "cpu", "steps": 800, "trained": 800, "seconds": 20.0, "count": {"ops": 100, "flops": 1e6},
+         "count_seconds": 0.1, "budgets": [], "model": "DigitClassifier"},
+    ]
+    lesson = est.estimate_lesson("99", wall=100.0, fits=fits)
+    step = est.HOST_FACTOR * (est.A_S + 2000 * est.B_S) + 1e9 / est.T4_FLOPS
+    assert lesson.fits[0].gpu_steps == 4000
+    assert lesson.fits[0].seconds == pytest.approx(4000 * step)
+    assert lesson.fits[1].gpu_steps == 3000
+    assert lesson.fits[1].seconds == pytest.approx(est.COLAB_CPU * 3000 * 20.0 / 800)  # stays on the CPU
+    other = est.COLAB_CPU * (100.0 - (50.0 + 0.5) - (20.0 + 0.1))
+    assert lesson.other == pytest.approx(other)
+    assert lesson.total == pytest.approx(est.STARTUP_S + other + 4000 * step + est.COLAB_CPU * 75.0)
+
+
+def test_a_fit_whose_steps_match_no_budget_keeps_its_steps_and_says_so():
+    est = _estimator()
+    fits = [{"name": "b", "device": "cpu", "steps": 123, "trained": 123, "seconds": 1.0, "count": {"ops": 10, "flops": 0},
+             "count_seconds": 0.0, "budgets": [], "model": "M"}]
+    lesson = est.estimate_lesson("99", wall=10.0, fits=fits)
+    assert lesson.fits[0].gpu_steps == 123 and "no budget" in lesson.fits[0].note
