@@ -1,0 +1,245 @@
+"""Estimate each lesson's run time under the gpu profile on a free Colab GPU (a T4), from a cpu run.
+
+    python scripts/bench.py --profile cpu        # records every fit call (bench/fits-cpu.json)
+    python scripts/gpu_estimate.py               # writes bench/gpu-estimate.md; exits 1 if one is over
+
+The gpu profile promises each lesson within 10 minutes on a T4. Until a T4 has run them, this
+is the estimate, built from what the cpu bench measured and counted (``course_lib/stepcost.py``):
+
+* **Training.** Each ``train.fit`` call of the cpu run logged its steps, its measured seconds,
+  the ``runtime.budget`` its steps came from (so the estimate knows the steps under gpu), and
+  one step counted: PyTorch operators and FLOPs. On a GPU a small model's step costs what its
+  host needs to launch the kernels, plus the arithmetic:
+
+      seconds per step = HOST_FACTOR * (A * optimisers + B * operators) + FLOPs / T4_FLOPS
+
+  A (fixed cost per optimiser step: Adam, clipping, EMA) and B (cost per operator) are solved
+  from the two models of the loop benchmark measured on an H200 (``bench/loop-cuda.md``),
+  counted here the same way. HOST_FACTOR = 2 allows for Colab's slower host CPU (2 vCPUs at
+  2.2 GHz against a server's); T4_FLOPS = 2e12 is a quarter of the T4's FP32 peak (8.1 TFLOPS),
+  no credit taken for its tensor cores. Fits that run on the CPU under every profile (the digit
+  classifiers) take their measured CPU seconds per step times COLAB_CPU = 1.5 (a Colab session's
+  2 vCPUs are one hyperthreaded core; this machine's are two).
+* **The rest** of the lesson (sampling, metrics, figures): the cpu run's wall time minus its
+  training, times COLAB_CPU: the metrics run on Colab's CPU, and the GPU is no slower than this
+  machine's CPU at the sampling loops.
+* **Start-up**: ``STARTUP_S`` for the CUDA context and the first kernels.
+
+What the estimate cannot see is listed per lesson: settings other than steps that the gpu
+profile changes (lesson 8's wider networks: FLOPs scaled by 4; lesson 5's full MNIST).
+A measured T4 table replaces this page when one exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BENCH = ROOT / "bench"
+LIMIT_S = 600.0  # the gpu profile's promise: 10 minutes a lesson on a T4
+HOST_FACTOR = 2.0
+T4_FLOPS = 2e12
+STARTUP_S = 30.0
+COLAB_CPU = 1.5  # a Colab CPU-second against one of this machine's
+RACE_PROBE_S = 5.0  # lesson 15 under gpu: the two timing probes of an entrant (12 steps, then about 0.8 s)
+# Calibration, solved by calibrate() from the H200 loop benchmark; these are the values it gave
+# (2026-11-30), used when the benchmark file or its models are not at hand.
+A_S, B_S = 3.2e-3, 15.9e-6
+FLOP_SCALE = {"08": 4.0}  # gpu doubles the DCGANs' widths: convolution FLOPs x4 (ops unchanged)
+NOTES = {
+    "05": "gpu trains on full MNIST when online (same steps, same cost a step); its single passes over the 60,000 images are not in the estimate",
+    "08": "gpu doubles the DCGAN widths: FLOPs scaled by 4",
+    "15": "the race trains each entrant for the gpu time budget",
+}
+
+
+@dataclass
+class FitEstimate:
+    name: str
+    device: str
+    cpu_steps: int
+    gpu_steps: int
+    step_s: float
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class LessonEstimate:
+    lesson: str
+    wall_cpu: float
+    other: float
+    fits: list[FitEstimate] = field(default_factory=list)
+    extra: float = 0.0  # time-budgeted training (lesson 15's race)
+    note: str = ""
+
+    @property
+    def training(self) -> float:
+        return sum(f.seconds for f in self.fits) + self.extra
+
+    @property
+    def total(self) -> float:
+        return STARTUP_S + self.other + self.training
+
+
+def step_seconds(ops: int, flops: float, groups: int = 1, a: float | None = None, b: float | None = None) -> float:
+    """Estimated seconds of one training step on a T4 (see the module's docstring)."""
+    a = A_S if a is None else a
+    b = B_S if b is None else b
+    return HOST_FACTOR * (a * groups + b * ops) + flops / T4_FLOPS
+
+
+def source_budgets(lesson: str) -> dict[tuple[str, str], int]:
+    """``rt.budget(smoke=S, cpu=C, gpu=G)`` lines of a lesson's source: (S, C) -> G.
+
+    The fit log records the budget a run's steps came from as it was when the bench ran; a gpu
+    value changed since (and nothing else) is read from the source, so that lowering a gpu budget
+    needs no new cpu bench."""
+    src = next((ROOT / "lessons").glob(f"{lesson}_*.md"), None)
+    if src is None:
+        return {}
+    found = re.findall(r"rt\.budget\(smoke=([0-9.]+), cpu=([0-9.]+), gpu=([0-9.]+)\)", src.read_text(encoding="utf-8"))
+    return {(smoke, cpu): int(float(gpu)) for smoke, cpu, gpu in found}
+
+
+def gpu_steps(fit: dict, lesson: str | None = None) -> tuple[int, str]:
+    """The steps the same fit call trains under gpu, from the budget its steps came from."""
+    if fit["model"] == "DigitClassifier":  # its steps come from evaluation.CLASSIFIER_STEPS, not rt.budget
+        from course_lib.evaluation import CLASSIFIER_STEPS
+
+        gpu = {by["gpu"] for by in CLASSIFIER_STEPS.values() if by["cpu"] == fit["steps"]}
+        if len(gpu) == 1:
+            return gpu.pop(), ""
+    gpu = {b["gpu"] for b in fit.get("budgets", [])}
+    if lesson is not None and len(gpu) == 1:  # the budget as the lesson's source says now
+        b = fit["budgets"][0]
+        gpu = {source_budgets(lesson).get((str(b["smoke"]), str(b["cpu"])), b["gpu"])}
+    if len(gpu) == 1:
+        return int(gpu.pop()), ""
+    if not gpu:
+        return fit["steps"], "no budget matches its steps: the same steps assumed"
+    return max(gpu), f"several budgets match its steps: the largest ({max(gpu)}) assumed"
+
+
+def race_budget(lesson: str) -> float | None:
+    """Lesson 15's seconds of training per entrant under gpu, read from its BUDGET line."""
+    src = next((p for p in (ROOT / "lessons").glob(f"{lesson}_*.md")), None)
+    if src is None:
+        return None
+    m = re.search(r"^BUDGET = rt\.budget\([^)]*gpu=([0-9.]+)", src.read_text(encoding="utf-8"), re.M)
+    return float(m.group(1)) if m else None
+
+
+def estimate_lesson(lesson: str, wall: float, fits: list[dict], race_entrants: set[str] | None = None,
+                    race_seconds: float | None = None) -> LessonEstimate:
+    out = LessonEstimate(lesson=lesson, wall_cpu=wall, other=wall, note=NOTES.get(lesson, ""))
+    for fit in fits:
+        out.other -= fit["seconds"] + fit.get("count_seconds", 0.0)
+        if race_entrants and fit["name"] in race_entrants and race_seconds is not None:
+            out.extra += race_seconds + RACE_PROBE_S  # under gpu the race calibrates each entrant first
+            continue
+        steps, note = gpu_steps(fit, lesson)
+        if fit["model"] == "DigitClassifier":  # trains on the CPU under every profile
+            per = COLAB_CPU * fit["seconds"] / max(fit["trained"], 1)
+        else:
+            count = fit.get("count")
+            if count is None:  # not counted: charge the step its measured CPU time, a generous bound
+                per = fit["seconds"] / max(fit["trained"], 1)
+                note = f"step not counted ({fit.get('count_error') or 'no count'}): its CPU time used"
+            else:
+                per = step_seconds(count["ops"], count["flops"] * FLOP_SCALE.get(lesson, 1.0), fit.get("groups", 1))
+        out.fits.append(FitEstimate(fit["name"], fit["device"], fit["steps"], steps, per, steps * per, note))
+    out.other = COLAB_CPU * max(out.other, 0.0)
+    return out
+
+
+def calibrate() -> tuple[float, float, str]:
+    """Solve A and B from the H200 loop benchmark: two models, two unknowns."""
+    path = BENCH / "loop-cuda.md"
+    if not path.exists():
+        return A_S, B_S, "calibration file bench/loop-cuda.md missing: stored constants used"
+    rows = re.findall(r"^\| (PixelCNN[^|]*|char transformer[^|]*) \|[^|]*\|[^|]*\| ([0-9.]+) \|", path.read_text(), re.M)
+    rates = {name.split()[0]: float(v) for name, v in rows}
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import torch
+
+    import loop_bench
+    from course_lib import stepcost
+
+    ops = {}
+    for name, (make, x, bs) in loop_bench.models().items():
+        torch.manual_seed(0)
+        model = make()
+        batch = x[:bs]
+        ops[name.split()[0]] = stepcost.count_step(model, [lambda m=model, b=batch: m.loss(b)]).ops
+    (o1, t1), (o2, t2) = [(ops[k], 1.0 / rates[k]) for k in ("PixelCNN", "char")]
+    b = (t2 - t1) / (o2 - o1)
+    a = t1 - b * o1
+    line = (f"calibrated on {path.name}: PixelCNN {o1} ops at {rates['PixelCNN']} steps/s, transformer {o2} ops at "
+            f"{rates['char']} steps/s -> A = {a * 1e3:.2f} ms per optimiser step, B = {b * 1e6:.1f} µs per operator (H200 host)")
+    return a, b, line
+
+
+def main(argv: list[str] | None = None) -> int:
+    global A_S, B_S
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=BENCH / "gpu-estimate.md")
+    args = ap.parse_args(argv)
+    walls = {r["lesson"]: r for r in json.loads((BENCH / "cpu.json").read_text())}
+    fits_path = BENCH / "fits-cpu.json"
+    if not fits_path.exists():
+        print("no bench/fits-cpu.json: run python scripts/bench.py --profile cpu first", file=sys.stderr)
+        return 2
+    fits = json.loads(fits_path.read_text())
+    A_S, B_S, calibration = calibrate()
+    rows = []
+    for lesson, row in sorted(walls.items()):
+        if lesson not in fits:
+            continue
+        short = lesson[:2]
+        race = race_budget(short) if short == "15" else None
+        entrants = {"PixelCNN", "RealNVP", "VAE", "GAN", "DDPM"} if race is not None else None
+        rows.append(estimate_lesson(short, row["wall"], fits[lesson], entrants, race))
+    missing = sorted(set(walls) - set(fits))
+    over = [r for r in rows if r.total > LIMIT_S]
+    lines = [
+        "Estimated, not measured: each lesson under the **gpu** profile on a free Colab T4, from the cpu bench's "
+        "measured times and counted training steps (`scripts/gpu_estimate.py`, which says how). "
+        f"The promise is {LIMIT_S / 60:.0f} min a lesson.",
+        "",
+        f"Step cost = {HOST_FACTOR:g} × (A × optimisers + B × operators) + FLOPs / {T4_FLOPS:.0e} FLOP/s; {calibration}. "
+        f"CPU work (the classifiers' training, the rest of the lesson) × {COLAB_CPU:g} for Colab's CPU. Start-up {STARTUP_S:.0f} s a lesson.",
+        "",
+        "| lesson | cpu run (s) | gpu training steps | T4 training (s) | rest of the lesson (s) | T4 estimate (s) | within 10 min | notes |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for r in rows:
+        steps = sum(f.gpu_steps for f in r.fits)
+        notes = "; ".join(filter(None, [r.note] + sorted({f.note for f in r.fits if f.note})))
+        lines.append(f"| {r.lesson} | {r.wall_cpu:.0f} | {steps:,} | {r.training:.0f} | {r.other:.0f} | {r.total:.0f} | "
+                     f"{'yes' if r.total <= LIMIT_S else '**no**'} | {notes} |")
+    lines += ["", "Per training run (the largest first in each lesson):", "",
+              "| lesson | run | trains on | steps cpu → gpu | T4 s/step | T4 seconds |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        for f in sorted(r.fits, key=lambda f: -f.seconds):
+            where = "CPU (under every profile)" if f.name == "DigitClassifier" else "GPU"
+            lines.append(f"| {r.lesson} | {f.name} | {where} | {f.cpu_steps:,} → {f.gpu_steps:,} | {f.step_s * 1e3:.1f} ms | {f.seconds:.0f} |")
+        if r.extra:
+            lines.append(f"| {r.lesson} | the race's five entrants | GPU | by time | | {r.extra:.0f} |")
+    if missing:
+        lines += ["", f"No fit log for: {', '.join(missing)} (rerun their cpu bench)."]
+    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    for r in over:
+        print(f"lesson {r.lesson}: estimated {r.total:.0f} s on a T4, over the {LIMIT_S:.0f} s promise", file=sys.stderr)
+    return 1 if over else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
