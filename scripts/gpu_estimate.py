@@ -53,9 +53,9 @@ RACE_PROBE_S = 5.0  # lesson 15 under gpu: the two timing probes of an entrant (
 A_S, B_S = 3.2e-3, 15.9e-6
 FLOP_SCALE = {"08": 4.0}  # gpu doubles the DCGANs' widths: convolution FLOPs x4 (ops unchanged)
 NOTES = {
-    "05": "gpu trains on full MNIST when online (same steps, same cost a step); its single passes over the 60,000 images are not in the estimate",
-    "08": "gpu doubles the DCGAN widths: FLOPs scaled by 4",
-    "15": "the race trains each entrant for the gpu time budget",
+    "05": "full MNIST when online: same steps; its passes over 60,000 images not counted",
+    "08": "widths doubled under gpu: FLOPs × 4",
+    "15": "each entrant trains for the gpu time budget",
 }
 
 
@@ -123,8 +123,8 @@ def gpu_steps(fit: dict, lesson: str | None = None) -> tuple[int, str]:
     if len(gpu) == 1:
         return int(gpu.pop()), ""
     if not gpu:
-        return fit["steps"], "no budget matches its steps: the same steps assumed"
-    return max(gpu), f"several budgets match its steps: the largest ({max(gpu)}) assumed"
+        return fit["steps"], "a run's steps match no budget: same steps assumed"
+    return max(gpu), f"a run's steps match several budgets: the largest ({max(gpu):,}) assumed"
 
 
 def race_budget(lesson: str) -> float | None:
