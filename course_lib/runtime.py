@@ -177,17 +177,32 @@ def measured_times(lesson: str) -> dict[str, dict]:
     }
 
 
+ESTIMATED_TIMES = Path(__file__).with_name("estimated_times.json")
+
+
+def estimated_gpu_seconds(lesson: str) -> float | None:
+    """The lesson's estimated time under gpu on a free Colab T4 (``scripts/gpu_estimate.py``), if any."""
+    if not ESTIMATED_TIMES.exists():
+        return None
+    rows = json.loads(ESTIMATED_TIMES.read_text(encoding="utf-8")).get("gpu (T4, estimated)", {})
+    return next((row["seconds"] for stem, row in rows.items() if stem == lesson or stem.split("_")[0] == lesson), None)
+
+
+def _took(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def describe_times(lesson: str) -> str:
     times = measured_times(lesson)
     if not times:
         return f"measured run time of lesson {lesson}: none yet (make bench)"
-    parts = []
-    for profile in PROFILES:
-        if profile in times:
-            t = times[profile]
-            took = f"{t['seconds']:.0f} s" if t["seconds"] < 120 else f"{t['seconds'] / 60:.1f} min"
-            parts.append(f"{profile} {took} ({t['machine']}, {t['date']})")
-    return f"measured run time of lesson {lesson} (make bench): " + "; ".join(parts)
+    parts = [f"{profile} {_took(times[profile]['seconds'])} ({times[profile]['machine']}, {times[profile]['date']})"
+             for profile in PROFILES if profile in times]
+    line = f"measured run time of lesson {lesson} (make bench): " + "; ".join(parts)
+    estimate = estimated_gpu_seconds(lesson)
+    if "gpu" not in times and estimate is not None:
+        line += f"; gpu on a free Colab T4 about {_took(estimate)} (estimated from the cpu run, not measured)"
+    return line
 
 
 def setup(

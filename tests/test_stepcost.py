@@ -143,3 +143,13 @@ def test_a_fit_whose_steps_match_no_budget_keeps_its_steps_and_says_so():
              "count_seconds": 0.0, "budgets": [], "model": "M"}]
     lesson = est.estimate_lesson("99", wall=10.0, fits=fits)
     assert lesson.fits[0].gpu_steps == 123 and "no budget" in lesson.fits[0].note
+
+
+def test_every_lesson_prints_its_t4_estimate_labelled_as_one():
+    """The first cell's time line carries the estimate, said to be one, for every lesson of the book."""
+    lessons = sorted((ROOT / "lessons").glob("[0-9][0-9]_*.md"))
+    estimates = json.loads((ROOT / "course_lib" / "estimated_times.json").read_text())["gpu (T4, estimated)"]
+    assert sorted(estimates) == [p.stem for p in lessons], "run python scripts/gpu_estimate.py after the cpu bench"
+    assert all(0 < row["seconds"] <= 600 for row in estimates.values())  # the gpu profile's promise
+    line = runtime.describe_times("12")
+    assert "gpu on a free Colab T4 about" in line and "estimated from the cpu run, not measured" in line
