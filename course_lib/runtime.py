@@ -123,7 +123,11 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype mixed precision uses on ``device``, or None where we do not use it (CPU, MPS)."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bf16 only where the GPU has it natively (compute capability 8.0 and up: A100, H100, L4, ...).
+    # torch.cuda.is_bf16_supported() also says yes on a T4 (7.5), where bf16 is emulated: slow
+    # matrix products and no cuDNN bf16 convolutions. A T4 gets fp16 with a gradient scaler.
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
 
 
 @contextlib.contextmanager
@@ -194,11 +198,10 @@ def _took(seconds: float) -> str:
 
 def describe_times(lesson: str) -> str:
     times = measured_times(lesson)
-    if not times:
-        return f"measured run time of lesson {lesson}: none yet (make bench)"
     parts = [f"{profile} {_took(times[profile]['seconds'])} ({times[profile]['machine']}, {times[profile]['date']})"
              for profile in PROFILES if profile in times]
-    line = f"measured run time of lesson {lesson} (make bench): " + "; ".join(parts)
+    line = (f"measured run time of lesson {lesson} (make bench): " + "; ".join(parts) if parts
+            else f"measured run time of lesson {lesson}: none yet (make bench)")
     estimate = estimated_gpu_seconds(lesson)
     if "gpu" not in times and estimate is not None:
         line += f"; gpu on a free Colab T4 about {_took(estimate)} (estimated from the cpu run, not measured)"

@@ -155,13 +155,15 @@ def record_times(rows: list[dict], profile: str) -> None:
 
 
 def record_fits(rows: list[dict], profile: str) -> None:
-    """Keep each lesson's fit log (``bench/fits-<profile>.json``, lesson -> fit calls) for
-    ``scripts/gpu_estimate.py``; lessons not run this time keep their earlier log."""
+    """Keep each lesson's fit log for ``scripts/gpu_estimate.py`` in ``bench/fits-<profile>.json``:
+    lesson -> the run's wall time, date, machine and fit calls, all from the same run (a failed
+    run keeps the lesson's earlier entry; rows merged from elsewhere carry no log)."""
     path = ROOT / "bench" / f"fits-{profile}.json"
     kept = json.loads(path.read_text()) if path.exists() else {}
     for r in rows:
         if not r["error"] and "fits" in r:
-            kept[r["lesson"]] = r["fits"]
+            kept[r["lesson"]] = {"wall": round(r["wall"], 1), "date": time.strftime("%Y-%m-%d"),
+                                 "machine": r.get("machine", ""), "fits": r["fits"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 

@@ -13,17 +13,27 @@ is the estimate, built from what the cpu bench measured and counted (``course_li
 
       seconds per step = HOST_FACTOR * (A * optimisers + B * operators) + FLOPs / T4_FLOPS
 
-  A (fixed cost per optimiser step: Adam, clipping, EMA) and B (cost per operator) are solved
-  from the two models of the loop benchmark measured on an H200 (``bench/loop-cuda.md``),
-  counted here the same way. HOST_FACTOR = 2 allows for Colab's slower host CPU (2 vCPUs at
-  2.2 GHz against a server's); T4_FLOPS = 2e12 is a quarter of the T4's FP32 peak (8.1 TFLOPS),
-  no credit taken for its tensor cores. Fits that run on the CPU under every profile (the digit
-  classifiers) take their measured CPU seconds per step times COLAB_CPU = 1.5 (a Colab session's
-  2 vCPUs are one hyperthreaded core; this machine's are two).
-* **The rest** of the lesson (sampling, metrics, figures): the cpu run's wall time minus its
-  training, times COLAB_CPU: the metrics run on Colab's CPU, and the GPU is no slower than this
-  machine's CPU at the sampling loops.
+  A and B are solved from the two models of the loop benchmark measured on an H200
+  (``bench/loop-cuda.md``), counted here the same way: two points, two unknowns, so the fit is
+  exact and has no residual to check it by (a third benchmarked model would give one). B is
+  the host's cost per counted operator; A is the per-step intercept (the batch, Adam, clipping,
+  the EMA, the loss log), charged once per optimiser, so a GAN's two players pay it twice.
+  Host time and GPU time are added, not overlapped: deliberately on the long side. Not in the
+  calibration: on a T4 the course trains in fp16 with a gradient scaler (``runtime.amp_dtype``;
+  the H200 ran bf16), whose per-step overflow check waits for the GPU. HOST_FACTOR = 2 allows
+  for Colab's slower host CPU (a 2.2 GHz server core against a newer one); T4_FLOPS = 2e12 is a
+  quarter of the T4's FP32 peak (8.1 TFLOPS), no credit taken for its tensor cores.
+* **Work on the CPU.** Fits that run on the CPU under every profile (the digit classifiers) take
+  their measured CPU seconds per step, for their gpu number of steps, times COLAB_CPU = 1.5 (a
+  Colab vCPU is slower than a core of this machine). **The rest** of the lesson (sampling,
+  metrics, figures) is the cpu run's wall time minus its training, times COLAB_CPU. That is an
+  assumption, not a measurement: the metrics run on Colab's CPU, and the sampling loops are
+  taken to run on the GPU no slower than here, which for the smallest 2D models (hundreds of
+  tiny kernels) may not hold. Time inside a training run's callback (validation passes,
+  snapshots) is counted in neither part.
 * **Start-up**: ``STARTUP_S`` for the CUDA context and the first kernels.
+* A fit whose step could not be counted is charged the larger of its CPU step time and the
+  lesson's costliest counted step; the table says so.
 
 What the estimate cannot see is listed per lesson: settings other than steps that the gpu
 profile changes (lesson 8's wider networks: FLOPs scaled by 4; lesson 5's full MNIST).
@@ -55,7 +65,7 @@ RACE_PROBE_S = 5.0  # lesson 15 under gpu: the two timing probes of an entrant (
 A_S, B_S = 3.2e-3, 15.9e-6
 FLOP_SCALE = {"08": 4.0}  # gpu doubles the DCGANs' widths: convolution FLOPs x4 (ops unchanged)
 NOTES = {
-    "05": "full MNIST when online: same steps; its passes over 60,000 images not counted",
+    "05": "full MNIST when online (same cost a step); its passes over the extra images (an ELBO on 10,000 test images) not counted",
     "08": "widths doubled under gpu: FLOPs × 4",
     "15": "each entrant trains for the gpu time budget",
 }
@@ -97,13 +107,16 @@ def step_seconds(ops: int, flops: float, groups: int = 1, a: float | None = None
     return HOST_FACTOR * (a * groups + b * ops) + flops / T4_FLOPS
 
 
+LESSONS = ROOT / "lessons"
+
+
 def source_budgets(lesson: str) -> dict[tuple[str, str], int]:
     """``rt.budget(smoke=S, cpu=C, gpu=G)`` lines of a lesson's source: (S, C) -> G.
 
     The fit log records the budget a run's steps came from as it was when the bench ran; a gpu
     value changed since (and nothing else) is read from the source, so that lowering a gpu budget
     needs no new cpu bench."""
-    src = next((ROOT / "lessons").glob(f"{lesson}_*.md"), None)
+    src = next(LESSONS.glob(f"{lesson}_*.md"), None)
     if src is None:
         return {}
     found = re.findall(r"rt\.budget\(smoke=([0-9.]+), cpu=([0-9.]+), gpu=([0-9.]+)\)", src.read_text(encoding="utf-8"))
@@ -118,10 +131,9 @@ def gpu_steps(fit: dict, lesson: str | None = None) -> tuple[int, str]:
         gpu = {by["gpu"] for by in CLASSIFIER_STEPS.values() if by["cpu"] == fit["steps"]}
         if len(gpu) == 1:
             return gpu.pop(), ""
-    gpu = {b["gpu"] for b in fit.get("budgets", [])}
-    if lesson is not None and len(gpu) == 1:  # the budget as the lesson's source says now
-        b = fit["budgets"][0]
-        gpu = {source_budgets(lesson).get((str(b["smoke"]), str(b["cpu"])), b["gpu"])}
+    now = source_budgets(lesson) if lesson is not None else {}
+    # every matching budget, with its gpu value as the lesson's source says now
+    gpu = {now.get((str(b["smoke"]), str(b["cpu"])), b["gpu"]) for b in fit.get("budgets", [])}
     if len(gpu) == 1:
         return int(gpu.pop()), ""
     if not gpu:
@@ -141,6 +153,8 @@ def race_budget(lesson: str) -> float | None:
 def estimate_lesson(lesson: str, wall: float, fits: list[dict], race_entrants: set[str] | None = None,
                     race_seconds: float | None = None) -> LessonEstimate:
     out = LessonEstimate(lesson=lesson, wall_cpu=wall, other=wall, note=NOTES.get(lesson, ""))
+    counted = [step_seconds(f["count"]["ops"], f["count"]["flops"] * FLOP_SCALE.get(lesson, 1.0), f.get("groups", 1))
+               for f in fits if f.get("count") and f["model"] != "DigitClassifier"]
     for fit in fits:
         out.other -= fit["seconds"] + fit.get("count_seconds", 0.0)
         if race_entrants and fit["name"] in race_entrants and race_seconds is not None:
@@ -151,14 +165,26 @@ def estimate_lesson(lesson: str, wall: float, fits: list[dict], race_entrants: s
             per = COLAB_CPU * fit["seconds"] / max(fit["trained"], 1)
         else:
             count = fit.get("count")
-            if count is None:  # not counted: charge the step its measured CPU time, a generous bound
-                per = fit["seconds"] / max(fit["trained"], 1)
-                note = f"step not counted ({fit.get('count_error') or 'no count'}): its CPU time used"
+            if count is None:  # not counted: the larger of its CPU step and the lesson's costliest counted step
+                per = max([fit["seconds"] / max(fit["trained"], 1)] + counted)
+                note = "; ".join(filter(None, [note, f"a step not counted ({fit.get('count_error') or 'no count'})"]))
             else:
                 per = step_seconds(count["ops"], count["flops"] * FLOP_SCALE.get(lesson, 1.0), fit.get("groups", 1))
         out.fits.append(FitEstimate(fit["name"], fit["device"], fit["steps"], steps, per, steps * per, note))
-    out.other = COLAB_CPU * max(out.other, 0.0)
+    if out.other < 0:
+        raise ValueError(f"lesson {lesson}: its training took longer than its run ({wall:.0f} s): "
+                         "the wall time and the fit log are from different runs; rerun its cpu bench")
+    out.other = COLAB_CPU * out.other
     return out
+
+
+def solve(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """A and B of ``seconds = A + B * operators`` through two measured (operators, seconds) points."""
+    (o1, t1), (o2, t2) = points
+    if o1 == o2:
+        raise ValueError("the two calibration models have the same operator count: A and B cannot be told apart")
+    b = (t2 - t1) / (o2 - o1)
+    return t1 - b * o1, b
 
 
 def calibrate() -> tuple[float, float, str]:
@@ -181,8 +207,7 @@ def calibrate() -> tuple[float, float, str]:
         batch = x[:bs]
         ops[name.split()[0]] = stepcost.count_step(model, [lambda m=model, b=batch: m.loss(b)]).ops
     (o1, t1), (o2, t2) = [(ops[k], 1.0 / rates[k]) for k in ("PixelCNN", "char")]
-    b = (t2 - t1) / (o2 - o1)
-    a = t1 - b * o1
+    a, b = solve([(o1, t1), (o2, t2)])
     line = (f"calibrated on {path.name}: PixelCNN {o1} ops at {rates['PixelCNN']} steps/s, transformer {o2} ops at "
             f"{rates['char']} steps/s -> A = {a * 1e3:.2f} ms per optimiser step, B = {b * 1e6:.1f} µs per operator (H200 host)")
     return a, b, line
@@ -193,22 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=BENCH / "gpu-estimate.md")
     args = ap.parse_args(argv)
-    walls = {r["lesson"]: r for r in json.loads((BENCH / "cpu.json").read_text())}
     fits_path = BENCH / "fits-cpu.json"
     if not fits_path.exists():
         print("no bench/fits-cpu.json: run python scripts/bench.py --profile cpu first", file=sys.stderr)
         return 2
-    fits = json.loads(fits_path.read_text())
+    logged = json.loads(fits_path.read_text())  # lesson -> wall time, date, machine, fits: one run each
     A_S, B_S, calibration = calibrate()
     rows = []
-    for lesson, row in sorted(walls.items()):
+    walls = {lesson: entry["wall"] for lesson, entry in logged.items()}
+    fits = {lesson: entry["fits"] for lesson, entry in logged.items()}
+    for lesson in sorted(walls):
         if lesson not in fits:
             continue
         short = lesson[:2]
         race = race_budget(short) if short == "15" else None
         entrants = {"PixelCNN", "RealNVP", "VAE", "GAN", "DDPM"} if race is not None else None
-        rows.append(estimate_lesson(short, row["wall"], fits[lesson], entrants, race))
-    missing = sorted(set(walls) - set(fits))
+        rows.append(estimate_lesson(short, walls[lesson], fits[lesson], entrants, race))
+    missing = sorted(p.stem for p in LESSONS.glob("[0-9][0-9]_*.md") if p.stem not in logged)
     over = [r for r in rows if r.total > LIMIT_S]
     lines = [
         "Estimated, not measured: each lesson under the **gpu** profile on a free Colab T4, from the cpu bench's "
@@ -239,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if args.out == BENCH / "gpu-estimate.md":  # the lessons' first cells print it (runtime.describe_times)
         stems = {lesson[:2]: lesson for lesson in walls}
-        shipped = {stems[r.lesson]: {"seconds": round(r.total), "date": time.strftime("%Y-%m-%d")} for r in rows}
+        shipped = {stems[r.lesson]: {"seconds": round(r.total), "bench_date": logged[stems[r.lesson]]["date"],
+                                     "estimated": time.strftime("%Y-%m-%d")} for r in rows}
         ESTIMATES.write_text(json.dumps({"gpu (T4, estimated)": shipped}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     print("\n".join(lines))
     for r in over:

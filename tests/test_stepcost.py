@@ -91,6 +91,7 @@ def _train_gan(tmp_path, log):
 
 
 def test_a_fit_logs_one_line_and_its_results_do_not_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "_BUDGETS", [])  # this test's budget stays in this test
     plain_model, plain, plain_after = _train_gan(tmp_path, log=False)
     path = tmp_path / "fits.jsonl"
     monkeypatch.setenv(stepcost.LOG_ENV, str(path))
@@ -153,3 +154,51 @@ def test_every_lesson_prints_its_t4_estimate_labelled_as_one():
     assert all(0 < row["seconds"] <= 600 for row in estimates.values())  # the gpu profile's promise
     line = runtime.describe_times("12")
     assert "gpu on a free Colab T4 about" in line and "estimated from the cpu run, not measured" in line
+
+
+def test_the_calibration_solves_a_line_through_two_points():
+    est = _estimator()
+    a, b = est.solve([(100, 0.003 + 100 * 2e-5), (700, 0.003 + 700 * 2e-5)])
+    assert a == pytest.approx(0.003) and b == pytest.approx(2e-5)
+    with pytest.raises(ValueError, match="same operator count"):
+        est.solve([(100, 0.01), (100, 0.02)])
+
+
+def test_gpu_steps_follow_the_lesson_source_for_every_matching_budget(tmp_path, monkeypatch):
+    est = _estimator()
+    (tmp_path / "98_fake.md").write_text("STEPS = rt.budget(smoke=30, cpu=4000, gpu=9000)\n"
+                                         "N = rt.budget(smoke=1000, cpu=4000)\n")
+    monkeypatch.setattr(est, "LESSONS", tmp_path)
+    steps_budget = {"smoke": 30, "cpu": 4000, "gpu": 20000, "value": 4000}  # gpu lowered in the source since
+    other = {"smoke": 1000, "cpu": 4000, "gpu": 4000, "value": 4000}  # an unrelated budget of the same value
+    fit = {"model": "DDPM", "steps": 4000, "budgets": [steps_budget]}
+    assert est.gpu_steps(fit, "98") == (9000, "")
+    steps, note = est.gpu_steps({**fit, "budgets": [other, steps_budget]}, "98")
+    assert steps == 9000 and "several budgets" in note
+
+
+def test_wall_time_and_fit_log_from_different_runs_is_an_error():
+    est = _estimator()
+    fits = [{"name": "a", "device": "cpu", "steps": 10, "trained": 10, "seconds": 50.0, "count": {"ops": 10, "flops": 0},
+             "count_seconds": 0.0, "budgets": [], "model": "M"}]
+    with pytest.raises(ValueError, match="different runs"):
+        est.estimate_lesson("99", wall=20.0, fits=fits)
+
+
+def test_an_uncounted_step_is_charged_at_least_the_costliest_counted_one():
+    est = _estimator()
+    counted = {"name": "a", "device": "cpu", "steps": 10, "trained": 10, "seconds": 0.01, "count": {"ops": 1000, "flops": 0},
+               "count_seconds": 0.0, "budgets": [], "model": "M"}
+    uncounted = {**counted, "name": "b", "count": None, "count_error": "RuntimeError: boom"}
+    lesson = est.estimate_lesson("99", wall=10.0, fits=[counted, uncounted])
+    assert est.step_seconds(1000, 0) > 0.001  # the counted step costs more than the uncounted one's CPU step
+    assert lesson.fits[1].step_s == pytest.approx(est.step_seconds(1000, 0))
+    assert "not counted (RuntimeError: boom)" in lesson.fits[1].note
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+def test_mixed_precision_uses_bf16_only_where_the_gpu_has_it(monkeypatch, capability, dtype):
+    """A T4 (7.5) emulates bf16 (slow, no cuDNN convolutions): it trains in fp16 with a scaler."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert runtime.amp_dtype(torch.device("cuda")) == dtype
+    assert runtime.amp_dtype(torch.device("cpu")) is None
