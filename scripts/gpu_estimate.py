@@ -65,7 +65,7 @@ RACE_PROBE_S = 5.0  # lesson 15 under gpu: the two timing probes of an entrant (
 A_S, B_S = 3.2e-3, 15.9e-6
 FLOP_SCALE = {"08": 4.0}  # gpu doubles the DCGANs' widths: convolution FLOPs x4 (ops unchanged)
 NOTES = {
-    "05": "full MNIST when online (same cost a step); its passes over the extra images (an ELBO on 10,000 test images) not counted",
+    "05": "full MNIST when online: its ELBO over 10,000 test images not counted",
     "08": "widths doubled under gpu: FLOPs × 4",
     "15": "each entrant trains for the gpu time budget",
 }
