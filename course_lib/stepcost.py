@@ -44,7 +44,7 @@ LOG_ENV = "COURSE_FIT_LOG"
 class StepCount:
     """One forward and backward pass, counted."""
 
-    ops: int  # aten operators run (each at least one kernel launch on a GPU)
+    ops: int  # aten operators run (a proxy for the host's work per step; views launch no kernel)
     flops: int  # floating-point operations of matrix products and convolutions
 
 
@@ -83,18 +83,23 @@ def count_pass(loss_fn: Callable[[], Tensor]) -> StepCount:
     return StepCount(ops=counter.ops, flops=counter.flops)
 
 
+def forked_rng(model: nn.Module):
+    """The CPU random stream and that of the model's device (CUDA or MPS), restored on exit."""
+    kinds = {p.device.type for p in model.parameters()} - {"cpu"}
+    kind = kinds.pop() if len(kinds) == 1 else "cuda"
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == kind})
+    return torch.random.fork_rng(devices=devices, device_type=kind)
+
+
 def count_step(model: nn.Module, passes: list[Callable[[], Tensor]]) -> StepCount:
     """Count one training step of ``model``: each of ``passes`` (one loss per optimiser, e.g. a
     GAN's two players) and its backward. The model and the random streams are put back."""
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     grads = {p: (p.grad.clone() if p.grad is not None else None) for p in model.parameters()}
     modes = {m: m.training for m in model.modules()}
-    kinds = {p.device.type for p in model.parameters()} - {"cpu"}
-    kind = kinds.pop() if len(kinds) == 1 else "cuda"
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == kind})
     total = StepCount(0, 0)
     try:
-        with torch.random.fork_rng(devices=devices, device_type=kind):
+        with forked_rng(model):
             model.train()
             for loss_fn in passes:
                 counted = count_pass(loss_fn)

@@ -186,14 +186,13 @@ def _log_fit_cost(run: "_Setup", model: nn.Module, steps: int, start: int, secon
     """Append this call to the ``COURSE_FIT_LOG`` file, with one step counted (stepcost.py).
 
     The count runs the model's own loss (not the compiled or data-parallel wrapper) on the first
-    batch, with the random streams forked: the lesson's later numbers do not change."""
+    batch, with the random streams forked (a batch function may draw from them too): the
+    lesson's later numbers do not change."""
     t0 = time.perf_counter()
     count, error = None, None
     if steps > 0 and run.world_size == 1:
-        kind = run.device.type if run.device.type in ("cuda", "mps") else "cuda"
-        devices = [run.device.index or 0] if kind == run.device.type else []
         try:
-            with torch.random.fork_rng(devices=devices, device_type=kind):
+            with stepcost.forked_rng(model):
                 batch = run.batch(0)
                 passes = [lambda g=g: _autocast_loss(run, model, g, batch) for g in run.optimizers]
                 count = stepcost.count_step(model, passes)  # puts the model back, even when it fails

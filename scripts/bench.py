@@ -142,7 +142,6 @@ def table(rows: list[dict], profile: str, note: str = "") -> str:
 def record_times(rows: list[dict], profile: str) -> None:
     """Write the wall times into course_lib/measured_times.json, which ships with the package:
     every lesson's first cell prints its measured times from there (runtime.setup(lesson=...))."""
-
     path = ROOT / "course_lib" / "measured_times.json"
     table = json.loads(path.read_text()) if path.exists() else {}
     here = machine()["machine"]
@@ -174,7 +173,6 @@ def merged_rows(rows: list[dict], profile: str) -> list[dict]:
     The rows are kept in ``bench/<profile>.json`` beside the table; a lesson that no longer
     exists is dropped, and each row keeps the date it was measured on.
     """
-
     path = ROOT / "bench" / f"{profile}.json"
     kept = {r["lesson"]: r for r in json.loads(path.read_text())} if path.exists() else {}
     today = time.strftime("%Y-%m-%d")
@@ -200,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     if args.merge:
-
         rows = [r for f in args.merge for r in json.loads(f.read_text())]
         rows = [r for r in rows if not args.lessons or any(r["lesson"].startswith(s) for s in args.lessons)]
     for path in ([] if args.merge else lessons(args.lessons)):

@@ -150,11 +150,16 @@ def race_budget(lesson: str) -> float | None:
     return float(m.group(1)) if m else None
 
 
+def counted_step(fit: dict, lesson: str) -> float:
+    """T4 seconds of one step of a counted fit (its operators, FLOPs and optimisers)."""
+    count = fit["count"]
+    return step_seconds(count["ops"], count["flops"] * FLOP_SCALE.get(lesson, 1.0), fit.get("groups", 1))
+
+
 def estimate_lesson(lesson: str, wall: float, fits: list[dict], race_entrants: set[str] | None = None,
                     race_seconds: float | None = None) -> LessonEstimate:
     out = LessonEstimate(lesson=lesson, wall_cpu=wall, other=wall, note=NOTES.get(lesson, ""))
-    counted = [step_seconds(f["count"]["ops"], f["count"]["flops"] * FLOP_SCALE.get(lesson, 1.0), f.get("groups", 1))
-               for f in fits if f.get("count") and f["model"] != "DigitClassifier"]
+    counted = [counted_step(f, lesson) for f in fits if f.get("count") and f["model"] != "DigitClassifier"]
     for fit in fits:
         out.other -= fit["seconds"] + fit.get("count_seconds", 0.0)
         if race_entrants and fit["name"] in race_entrants and race_seconds is not None:
@@ -163,13 +168,11 @@ def estimate_lesson(lesson: str, wall: float, fits: list[dict], race_entrants: s
         steps, note = gpu_steps(fit, lesson)
         if fit["model"] == "DigitClassifier":  # trains on the CPU under every profile
             per = COLAB_CPU * fit["seconds"] / max(fit["trained"], 1)
-        else:
-            count = fit.get("count")
-            if count is None:  # not counted: the larger of its CPU step and the lesson's costliest counted step
-                per = max([fit["seconds"] / max(fit["trained"], 1)] + counted)
-                note = "; ".join(filter(None, [note, f"a step not counted ({fit.get('count_error') or 'no count'})"]))
-            else:
-                per = step_seconds(count["ops"], count["flops"] * FLOP_SCALE.get(lesson, 1.0), fit.get("groups", 1))
+        elif fit.get("count"):
+            per = counted_step(fit, lesson)
+        else:  # not counted: the larger of its CPU step and the lesson's costliest counted step
+            per = max([fit["seconds"] / max(fit["trained"], 1)] + counted)
+            note = "; ".join(filter(None, [note, f"a step not counted ({fit.get('count_error') or 'no count'})"]))
         out.fits.append(FitEstimate(fit["name"], fit["device"], fit["steps"], steps, per, steps * per, note))
     if out.other < 0:
         raise ValueError(f"lesson {lesson}: its training took longer than its run ({wall:.0f} s): "
