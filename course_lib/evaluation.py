@@ -2,10 +2,17 @@
 
 Lesson 9 teaches these; lessons 6, 8 and 12-15 use them to score their samples.
 
-* :func:`digit_classifier` trains (once, then reloads from the cache) a small convolutional
-  classifier for the sklearn digits (8x8) or the MNIST digits (28x28) and prints its test
-  accuracy. Its penultimate layer (``num_features`` = 64 numbers per image) is the feature
-  space of the metrics, as the Inception network's is for FID on photographs.
+* :func:`digit_classifier` gives a small convolutional classifier for the sklearn digits (8x8)
+  or the MNIST digits (28x28) and prints its test accuracy. The digits one trains in seconds
+  (once, then reloads from the cache). The MNIST one, the "judge" of lesson 8, ships with the
+  package (``judges/``): :func:`train_classifier` trained it with the recipe in
+  :data:`SHIPPED_RECIPES`, through ``scripts/train_judge.py``, in about 3 min of one CPU core,
+  too long to repeat in every lesson. Its penultimate layer (``num_features`` = 64 numbers per
+  image) is the feature space of the metrics, as the Inception network's is for FID on
+  photographs.
+* :func:`not_digits` makes images that are not digits (noise, blobs, scrambled digits), for
+  *outlier exposure* (Hendrycks et al., 2019): a classifier shown them with the target "each
+  digit 1/10" learns to be unsure off the data, so its confidence means "a recognisable digit".
 * :func:`evaluate_samples` computes, on those features, the Fréchet distance and the kernel
   distance (FID's and KID's recipes with our feature network; the tests check them against
   torchmetrics'), precision, recall, density and coverage (the tests check them against the
@@ -24,7 +31,10 @@ Metrics are computed on the CPU in float64 (Apple's MPS has no float64).
 from __future__ import annotations
 
 import math
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,12 +46,18 @@ from .runtime import get_profile
 
 DATASETS = {"digits": (8, 16), "mnist": (28, 255)}  # name -> (image size, largest pixel value)
 CONFIDENCE = 0.9
-# Training steps of the classifier per data set and profile (about 15-30 s of one CPU core each
-# under cpu), and the architecture version that goes into the checkpoint's name
-# (digits v3: unchanged since; MNIST v4: strided first convolution).
-CLASSIFIER_STEPS = {"digits": {"smoke": 100, "cpu": 1000, "gpu": 1500},
-                    "mnist": {"smoke": 50, "cpu": 800, "gpu": 3000}}
-CLASSIFIER_VERSION = {"digits": "v3", "mnist": "v4"}
+# Training steps of the digits classifier per profile (about 15 s of one CPU core under cpu), and
+# the version that goes into a checkpoint's name (digits v3: unchanged since; MNIST v4: strided
+# first convolution; v5: the same network trained with outlier exposure).
+CLASSIFIER_STEPS = {"digits": {"smoke": 100, "cpu": 1000, "gpu": 1500}}
+CLASSIFIER_VERSION = {"digits": "v3", "mnist": "v5"}
+# Judges shipped with the package: the recipe that trained them (scripts/train_judge.py), the
+# same under every profile, so that scores are comparable across profiles.
+JUDGE_DIR = Path(__file__).parent / "judges"
+SHIPPED_RECIPES = {
+    "mnist": {"steps": 4000, "width": 32, "batch_size": 128, "lr": 2e-3, "shift": 1,
+              "outliers": 64, "outlier_weight": 0.5, "seed": 0},
+}
 METRICS = ("frechet", "kernel", "precision", "recall", "density", "coverage", "confident", "balance", "copies")
 LOWER_IS_BETTER = {"frechet", "kernel", "balance", "copies"}
 
@@ -87,6 +103,7 @@ class DigitClassifier(nn.Module):
 
     num_features = 64
     loss_unit = "nats"
+    outlier_weight = 0.0  # set by train_classifier when it trains with outlier exposure
 
     def __init__(self, size: int = 8, width: int = 32):
         super().__init__()
@@ -123,9 +140,15 @@ class DigitClassifier(nn.Module):
         self.feature_mean.copy_(raw.mean(0))
         self.feature_std.copy_(raw.std(0).clamp_min(1e-3))
 
-    def loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
-        return F.cross_entropy(self(x), y)
+    def loss(self, batch: tuple[Tensor, ...]) -> Tensor:
+        """Cross-entropy on (images, labels); with a third entry, images that are not digits,
+        add ``outlier_weight`` times their cross-entropy to the uniform distribution,
+        mean over k of -log p_k (outlier exposure)."""
+        x, y, *outliers = batch
+        loss = F.cross_entropy(self(x), y)
+        if outliers:
+            loss = loss + self.outlier_weight * -F.log_softmax(self(outliers[0]), -1).mean()
+        return loss
 
     @torch.no_grad()
     def probabilities(self, x: Tensor, batch_size: int = 2048) -> Tensor:
@@ -158,40 +181,140 @@ def accuracy(clf: DigitClassifier, x: Tensor, y: Tensor) -> float:
     return float((clf.probabilities(x).argmax(-1) == y).float().mean())
 
 
-def digit_classifier(dataset: str = "digits", steps: int | None = None, verbose: bool = True) -> DigitClassifier:
-    """The course's digit classifier for ``dataset``, trained once and then loaded from the cache.
+def not_digits(n: int, like: Tensor, generator: torch.Generator) -> Tensor:
+    """``n`` images in [0, 1] shaped like ``like`` (N, 1, s, s) that are not digits, a quarter of
+    each kind on average: uniform noise; smooth blobs (coarse noise, upsampled and thresholded
+    softly); an image of ``like`` with its pixels in random order (the same ink, no shape); an
+    image of ``like`` with its four quarters swapped at random (pieces of strokes, no digit).
 
-    ``steps`` defaults to the profile's budget. The checkpoint's name holds the data set, the
-    steps and the architecture version, so a change trains a new one; nothing is deleted.
-    Training always runs on the CPU (seconds for digits, under a minute for MNIST).
-    """
+    Made for outlier exposure; lesson 9 measures a judge's confidence on them and on kinds it
+    was never shown (an untrained generator's output, Gaussian noise, inverted digits)."""
+    size = like.shape[-1]
+    kind = torch.randint(4, (n,), generator=generator)
+    noise = torch.rand(n, 1, size, size, generator=generator)
+    coarse = torch.rand(n, 1, max(2, size // 4), max(2, size // 4), generator=generator)
+    smooth = F.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    gain = 16 + 32 * torch.rand(n, 1, 1, 1, generator=generator)
+    level = 0.3 + 0.4 * torch.rand(n, 1, 1, 1, generator=generator)
+    blobs = torch.sigmoid(gain * (smooth - level))
+    picked = like[torch.randint(len(like), (n,), generator=generator)]
+    scrambled = picked.flatten(1)[:, torch.randperm(size * size, generator=generator)].view(n, 1, size, size)
+    h = size // 2
+    quarters = like[torch.randint(len(like), (n,), generator=generator)]
+    q = [quarters[..., :h, :h], quarters[..., :h, h:], quarters[..., h:, :h], quarters[..., h:, h:]]
+    order = torch.randperm(4, generator=generator).tolist()
+    swapped = torch.cat([torch.cat([q[order[0]], q[order[1]]], 3), torch.cat([q[order[2]], q[order[3]]], 3)], 2)
+    out = torch.empty(n, 1, size, size)
+    for k, images in enumerate((noise, blobs, scrambled, swapped)):
+        out[kind == k] = images[kind == k]
+    return out
+
+
+def strangers(dataset: str, n: int = 500, seed: int = 123) -> dict[str, Tensor]:
+    """Fixed sets of ``n`` images that are not digits, to measure a judge's confidence off the data.
+
+    "shown in training": :func:`not_digits` (its kinds, fresh images); never shown: Gaussian
+    noise through a logistic (grey speckle), constant grey images, and for MNIST the output of
+    an untrained DCGAN generator (what a generator draws before it has learnt anything)."""
+    size, _ = _dataset(dataset)
+    gen = torch.Generator().manual_seed(seed)
+    x_train, _ = _load(dataset, "train")
+    out = {
+        "shown in training": not_digits(n, x_train, gen),
+        "Gaussian noise": torch.sigmoid(2 * torch.randn(n, 1, size, size, generator=gen)),
+        "constant grey": torch.rand(n, 1, 1, 1, generator=gen).expand(n, 1, size, size).contiguous(),
+    }
+    if size == 28:
+        from .models.dcgan import ConvGenerator  # here, to keep the import graph flat
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            g = ConvGenerator(latent_dim=64, width=32).eval()
+            with torch.no_grad():
+                out["untrained generator"] = (g(torch.randn(n, 64, generator=gen)) + 1) / 2
+    return out
+
+
+def train_classifier(dataset: str, steps: int, width: int = 32, batch_size: int = 128, lr: float = 2e-3,
+                     shift: int = 1, outliers: int = 0, outlier_weight: float = 0.0, seed: int = 0) -> DigitClassifier:
+    """Train a :class:`DigitClassifier` on ``dataset``'s training split, on the CPU.
+
+    Each batch is ``batch_size`` training images, each batch shifted by up to ``shift`` pixels
+    (a classifier should not judge by exact pixel positions), and, when ``outliers`` > 0, that
+    many :func:`not_digits` for outlier exposure with weight ``outlier_weight``. Adam at ``lr``
+    with a cosine schedule. The features are then standardised on the training images."""
     from . import train  # here, to keep the import graph flat
 
     size, _ = _dataset(dataset)
-    if steps is None:
-        profile = get_profile()
-        steps = CLASSIFIER_STEPS[dataset][profile]
-    torch.manual_seed(0)
-    clf = DigitClassifier(size)
-    path = data_mod.cache_dir() / "classifiers" / f"{dataset}-cnn-{CLASSIFIER_VERSION[dataset]}-steps{steps}.pt"
-    if path.exists():
-        clf.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        how = f"loaded from {path.name}"
-    else:
-        x, y = _load(dataset, "train")
-        # small random shifts keep the classifier from judging by exact pixel positions
-        def batches(batch_size: int, generator: torch.Generator):
-            idx = torch.randint(len(x), (batch_size,), generator=generator)
-            shift = torch.randint(-1, 2, (2,), generator=generator).tolist()
-            return torch.roll(x[idx], shifts=shift, dims=(2, 3)), y[idx]
+    if outliers < 0 or outlier_weight < 0 or (outliers > 0) != (outlier_weight > 0):
+        raise ValueError(f"outlier exposure needs both outliers > 0 and outlier_weight > 0 (or both 0), "
+                         f"got outliers={outliers}, outlier_weight={outlier_weight}")
+    torch.manual_seed(seed)
+    clf = DigitClassifier(size, width)
+    clf.outlier_weight = outlier_weight
+    x, y = _load(dataset, "train")
 
-        train.fit(clf, batches, steps=steps, batch_size=128, lr=2e-3, lr_schedule="cosine",
-                  device="cpu", verbose=False, progress=False)
-        clf.eval()
-        clf.standardise_features(x)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(clf.state_dict(), path)
-        how = f"trained for {steps:,} steps, saved to {path.name}"
+    def batches(n: int, generator: torch.Generator):
+        idx = torch.randint(len(x), (n,), generator=generator)
+        moved = torch.randint(-shift, shift + 1, (2,), generator=generator).tolist()
+        batch = (torch.roll(x[idx], shifts=moved, dims=(2, 3)), y[idx])
+        return (*batch, not_digits(outliers, x, generator)) if outliers else batch
+
+    train.fit(clf, batches, steps=steps, batch_size=batch_size, lr=lr, lr_schedule="cosine", seed=seed,
+              device="cpu", verbose=False, progress=False)
+    clf.eval()
+    clf.standardise_features(x)
+    return clf
+
+
+def judge_files(dataset: str) -> tuple[Path, Path]:
+    """The shipped judge's weights and its record (recipe, checksum, what it measured)."""
+    stem = f"{dataset}-cnn-{CLASSIFIER_VERSION[dataset]}"
+    return JUDGE_DIR / f"{stem}.pt", JUDGE_DIR / f"{stem}.json"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def digit_classifier(dataset: str = "digits", steps: int | None = None, verbose: bool = True) -> DigitClassifier:
+    """The course's digit classifier for ``dataset``.
+
+    MNIST: with ``steps`` None, the judge shipped with the package (:data:`SHIPPED_RECIPES`),
+    checked against its record's checksum. Otherwise the classifier is trained once, with
+    ``steps`` (for digits, by default the profile's budget), and loaded from the cache after:
+    the checkpoint's name holds the data set, the steps and the version, so a change trains a
+    new one; nothing is deleted. Training runs on the CPU (seconds for the 8x8 digits).
+    """
+    size, _ = _dataset(dataset)
+    if dataset in SHIPPED_RECIPES and steps is None:
+        weights, record = judge_files(dataset)
+        if not weights.exists() or not record.exists():
+            raise FileNotFoundError(f"the shipped {dataset} judge is missing ({weights.name}): reinstall "
+                                    f"course_lib, or train it again with `python scripts/train_judge.py {dataset}`")
+        info = json.loads(record.read_text(encoding="utf-8"))
+        if file_sha256(weights) != info["sha256"]:
+            raise ValueError(f"{weights.name} does not match its record {record.name} (checksum): "
+                             f"train it again with `python scripts/train_judge.py {dataset}`")
+        clf = DigitClassifier(size, info["recipe"]["width"])
+        clf.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        r = info["recipe"]
+        how = (f"shipped with course_lib: {r['steps']:,} steps with outlier exposure, "
+               f"trained by scripts/train_judge.py")
+    else:
+        if steps is None:
+            steps = CLASSIFIER_STEPS[dataset][get_profile()]
+        recipe = {k: v for k, v in SHIPPED_RECIPES.get(dataset, {}).items() if k != "steps"}
+        path = data_mod.cache_dir() / "classifiers" / f"{dataset}-cnn-{CLASSIFIER_VERSION[dataset]}-steps{steps}.pt"
+        clf = DigitClassifier(size, recipe.get("width", 32))
+        if path.exists():
+            clf.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            how = f"loaded from {path.name}"
+        else:
+            clf = train_classifier(dataset, steps, **recipe)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(clf.state_dict(), path)
+            how = f"trained for {steps:,} steps, saved to {path.name}"
     clf.eval()
     if verbose:
         xt, yt = _load(dataset, "test")
@@ -457,7 +580,7 @@ def as_dict(report: SampleReport) -> dict[str, float]:
 
 
 __all__ = [
-    "DigitClassifier", "digit_classifier", "to_unit", "accuracy", "SampleReport", "evaluate_samples",
+    "DigitClassifier", "digit_classifier", "train_classifier", "not_digits", "to_unit", "accuracy", "SampleReport", "evaluate_samples",
     "frechet_distance", "kernel_distance", "manifold_metrics", "confident_labels", "balance",
     "copy_share", "Baseline", "real_baseline", "resampled_scores", "differ", "frechet_from_moments",
     "feature_moments", "METRICS",

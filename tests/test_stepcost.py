@@ -122,20 +122,20 @@ def test_the_estimate_of_a_lesson_adds_its_fits_and_the_rest():
         # a GPU fit whose budget quadruples under gpu: 2,000 ops and 1e9 FLOPs a step
         {"name": "a", "device": "cpu", "steps": 1000, "trained": 1000, "seconds": 50.0, "count": {"ops": 2000, "flops": 1e9},
          "count_seconds": 0.5, "budgets": [{"smoke": 10, "cpu": 1000, "gpu": 4000, "value": 1000}], "model": "M"},
-        # the MNIST classifier (evaluation.CLASSIFIER_STEPS: 800 under cpu, 3,000 under gpu), which
+        # the digits classifier (evaluation.CLASSIFIER_STEPS: 1,000 under cpu, 1,500 under gpu), which
         # trains on the CPU under every profile: its measured CPU time scales with its steps
-        {"name": "DigitClassifier", "device": "cpu", "steps": 800, "trained": 800, "seconds": 20.0, "count": {"ops": 100, "flops": 1e6},
+        {"name": "DigitClassifier", "device": "cpu", "steps": 1000, "trained": 1000, "seconds": 20.0, "count": {"ops": 100, "flops": 1e6},
          "count_seconds": 0.1, "budgets": [], "model": "DigitClassifier"},
     ]
     lesson = est.estimate_lesson("99", wall=100.0, fits=fits)
     step = est.HOST_FACTOR * (est.A_S + 2000 * est.B_S) + 1e9 / est.T4_FLOPS
     assert lesson.fits[0].gpu_steps == 4000
     assert lesson.fits[0].seconds == pytest.approx(4000 * step)
-    assert lesson.fits[1].gpu_steps == 3000
-    assert lesson.fits[1].seconds == pytest.approx(est.COLAB_CPU * 3000 * 20.0 / 800)  # stays on the CPU
+    assert lesson.fits[1].gpu_steps == 1500
+    assert lesson.fits[1].seconds == pytest.approx(est.COLAB_CPU * 1500 * 20.0 / 1000)  # stays on the CPU
     other = est.COLAB_CPU * (100.0 - (50.0 + 0.5) - (20.0 + 0.1))
     assert lesson.other == pytest.approx(other)
-    assert lesson.total == pytest.approx(est.STARTUP_S + other + 4000 * step + est.COLAB_CPU * 75.0)
+    assert lesson.total == pytest.approx(est.STARTUP_S + other + 4000 * step + est.COLAB_CPU * 30.0)
 
 
 def test_a_fit_whose_steps_match_no_budget_keeps_its_steps_and_says_so():
