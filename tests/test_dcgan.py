@@ -52,6 +52,20 @@ def test_shapes_and_ranges(conditional):
         assert loss.dim() == 0 and torch.isfinite(loss)
 
 
+def test_any_number_of_classes_conditions_every_part():
+    """num_classes sizes the generator's one-hot input, the projection's embedding and the auxiliary head."""
+    torch.manual_seed(0)
+    model = DCGAN(latent_dim=8, width=8, spectral=True, conditional=True, aux_weight=1.0, num_classes=40).eval()
+    assert model.generator.project[0].in_features == 8 + 40
+    assert model.discriminator.embed.num_embeddings == 40 and model.discriminator.classify.out_features == 40
+    y = torch.tensor([0, 17, 39])
+    x = model.generator(torch.randn(3, 8), y)
+    for group in ("discriminator", "generator"):
+        assert torch.isfinite(model.group_loss(group, (x, y)))
+    with pytest.raises((IndexError, RuntimeError)):
+        model.generator(torch.randn(1, 8), torch.tensor([40]))  # a group that does not exist
+
+
 def test_conditional_sample_needs_labels():
     model = DCGAN(latent_dim=8, width=8, conditional=True)
     with pytest.raises(ValueError, match="labels"):

@@ -89,10 +89,10 @@ def largest_singular_value(module: nn.Module) -> float:
 class ConvGenerator(nn.Module):
     """z (latent_dim) [+ one-hot label] -> Linear -> 2w x 7 x 7 -> 14 x 14 (w) -> 28 x 28, in [-1, 1]."""
 
-    def __init__(self, latent_dim: int = 64, width: int = 32, conditional: bool = False):
+    def __init__(self, latent_dim: int = 64, width: int = 32, conditional: bool = False, num_classes: int = NUM_CLASSES):
         super().__init__()
-        self.latent_dim, self.width, self.conditional = latent_dim, width, conditional
-        extra = NUM_CLASSES if conditional else 0
+        self.latent_dim, self.width, self.conditional, self.num_classes = latent_dim, width, conditional, num_classes
+        extra = num_classes if conditional else 0
         self.project = nn.Sequential(
             nn.Linear(latent_dim + extra, 2 * width * 7 * 7), nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU()
         )
@@ -103,7 +103,7 @@ class ConvGenerator(nn.Module):
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         if self.conditional:
-            z = torch.cat([z, F.one_hot(y, NUM_CLASSES).to(z)], dim=1)
+            z = torch.cat([z, F.one_hot(y, self.num_classes).to(z)], dim=1)
         return self.up(self.project(z).view(-1, 2 * self.width, 7, 7))
 
 
@@ -115,7 +115,8 @@ class ConvDiscriminator(nn.Module):
     classifies phi(x) into the ten digits (an auxiliary classifier, as in AC-GAN).
     """
 
-    def __init__(self, width: int = 32, spectral: bool = False, conditional: bool = False, auxiliary: bool = False):
+    def __init__(self, width: int = 32, spectral: bool = False, conditional: bool = False, auxiliary: bool = False,
+                 num_classes: int = NUM_CLASSES):
         super().__init__()
         self.conditional = conditional
         layers = [
@@ -123,9 +124,9 @@ class ConvDiscriminator(nn.Module):
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1),
             nn.Linear(2 * width * 7 * 7, 1),
         ]
-        self.embed = nn.Embedding(NUM_CLASSES, 2 * width * 7 * 7) if conditional else None
+        self.embed = nn.Embedding(num_classes, 2 * width * 7 * 7) if conditional else None
         # auxiliary classifier (AC-GAN, Odena et al. 2017): class logits from the same features
-        self.classify = nn.Linear(2 * width * 7 * 7, NUM_CLASSES) if auxiliary else None
+        self.classify = nn.Linear(2 * width * 7 * 7, num_classes) if auxiliary else None
         if spectral:
             for k, layer in enumerate(layers):
                 spectral_norm(layer, seed=k)
@@ -203,16 +204,17 @@ class DCGAN(GenerativeModel):
     def __init__(self, latent_dim: int = 64, width: int = 32, spectral: bool = False, conditional: bool = False,
                  g_width: int | None = None, d_width: int | None = None, loss_type: str = "non-saturating",
                  betas: tuple[float, float] = (0.5, 0.999), lr_d: float | None = None, lr_g: float | None = None,
-                 augment: bool = False, aux_weight: float = 0.0):
+                 augment: bool = False, aux_weight: float = 0.0, num_classes: int = NUM_CLASSES):
         super().__init__()
         if loss_type not in LOSSES:
             raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(LOSSES)}")
         self.latent_dim, self.conditional, self.loss_type, self.augment = latent_dim, conditional, loss_type, augment
-        self.generator = ConvGenerator(latent_dim, g_width or width, conditional)
+        self.generator = ConvGenerator(latent_dim, g_width or width, conditional, num_classes)
         if aux_weight and not conditional:
             raise ValueError("aux_weight needs conditional=True: the auxiliary classifier predicts the label")
         self.aux_weight = aux_weight
-        self.discriminator = ConvDiscriminator(d_width or width, spectral, conditional, auxiliary=aux_weight > 0)
+        self.discriminator = ConvDiscriminator(d_width or width, spectral, conditional, auxiliary=aux_weight > 0,
+                                               num_classes=num_classes)
         if loss_type == "hinge":
             self.loss_unit = "hinge loss (no unit)"
         lrs = {"discriminator": lr_d, "generator": lr_g}
