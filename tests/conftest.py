@@ -37,5 +37,10 @@ def site(tmp_path_factory) -> Path:
         [str(jb), "build", str(ROOT), "-W", "--keep-going", "--path-output", str(out)],
         env=env, capture_output=True, text=True, timeout=1500,
     )
-    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
+    if proc.returncode != 0:  # the notebook's own traceback comes before Sphinx's: keep both
+        output = proc.stdout + proc.stderr
+        first = max(0, output.find("Traceback") - 2000)  # the first traceback: the failing notebook's
+        (out / "build.log").write_text(output, encoding="utf-8")
+        raise AssertionError(f"the book did not build (whole log: {out / 'build.log'}):\n"
+                             + output[first:first + 6000] + "\n[...]\n" + output[-3000:])
     return out / "_build" / "html"
