@@ -10,5 +10,5 @@ from .train import fit
 
 # The one place the version is set: pyproject.toml reads it, the first cell of every lesson
 # prints it, and the Colab notebooks install the tag v<version> (scripts/release.py).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["data", "metrics", "plotting", "runtime", "train", "setup", "fit", "__version__"]

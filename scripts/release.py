@@ -1,7 +1,7 @@
 """Make a release: one version, set once, pinned everywhere a student's notebook needs it.
 
     python scripts/release.py 0.3.0     bump course_lib.__version__, pin every lesson's install
-                                        cell to v0.3.0, regenerate notebooks/, open the CHANGELOG
+                                        cell and the README's light install to v0.3.0, regenerate notebooks/, open the CHANGELOG
                                         entry (what changed in each lesson since the last tag)
     python scripts/release.py --check   exit 1 if a lesson's pin, the notebooks, CITATION.cff and
                                         the package version or the repository URL disagree
@@ -28,6 +28,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 INIT = ROOT / "course_lib" / "__init__.py"
+README = ROOT / "README.md"
 VERSION_LINE = re.compile(r'^__version__ = "([^"]+)"$', re.M)
 REPO_LINE = re.compile(r'^COURSE_REPO = "([^"]*)"', re.M)
 PIN_LINE = re.compile(r'^COURSE_VERSION = "([^"]*)"', re.M)
@@ -71,6 +72,8 @@ def problems() -> list[str]:
         found.append(f"CITATION.cff: version {citation.get('version')!r}, course_lib says {want_version!r}")
     if citation.get("repository-code", "").rstrip("/") != want_url:
         found.append(f"CITATION.cff: repository-code {citation.get('repository-code')!r}, _config.yml says {want_url!r}")
+    if f"{want_url}@v{want_version}" not in README.read_text(encoding="utf-8"):
+        found.append(f"README.md: the light install does not pin {want_url}@v{want_version}")
     if f"## v{want_version}" not in (ROOT / "CHANGELOG.md").read_text():
         found.append(f"CHANGELOG.md has no entry for v{want_version}")
     if _export().main(["--check"]) != 0:
@@ -111,6 +114,8 @@ def release(new: str) -> None:
     for path in lessons():
         text = REPO_LINE.sub(f'COURSE_REPO = "{url}"', path.read_text(encoding="utf-8"))
         path.write_text(PIN_LINE.sub(f'COURSE_VERSION = "{new}"', text), encoding="utf-8")
+    README.write_text(re.sub(re.escape(url) + r"@v\d+\.\d+\.\d+", f"{url}@v{new}", README.read_text(encoding="utf-8")),
+                      encoding="utf-8")  # the light install for students
     cff = ROOT / "CITATION.cff"
     text = re.sub(r'^version: .*$', f'version: "{new}"', cff.read_text(), flags=re.M)
     cff.write_text(re.sub(r'^date-released: .*$', f'date-released: "{datetime.date.today().isoformat()}"', text, flags=re.M))

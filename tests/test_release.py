@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("release", ROOT / "scripts" / "release.py")
@@ -37,3 +38,23 @@ def test_licences_and_citation_are_there():
     assert "CC BY 4.0" in (ROOT / "LICENSE-CONTENT.md").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "CC BY 4.0" in readme and "MIT" in readme and "CITATION.cff" in readme
+
+
+def test_the_release_tag_holds_every_notebook_the_site_links_to():
+    """The site's Colab links open notebooks/NN.ipynb at the tag v<version>: the tag must hold every one.
+
+    (v0.2.0 held lessons 1-5 and 7 only, while the site built from main linked fifteen.)"""
+    import subprocess
+
+    tag = f"v{release.version()}"
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    if git("rev-parse", "--verify", "--quiet", f"refs/tags/{tag}").returncode != 0:
+        pytest.skip(f"no tag {tag} in this checkout (a release being prepared, or a clone without tags)")
+    listed = set(git("ls-tree", "--name-only", tag, "notebooks/").stdout.split())
+    missing = [p.name for p in sorted((ROOT / "notebooks").glob("*.ipynb")) if f"notebooks/{p.name}" not in listed]
+    assert not missing, (f"the tag {tag} lacks {missing}: their Colab links open nothing; "
+                         "release the lessons with scripts/release.py X.Y.Z and tag it")
+    assert f'__version__ = "{release.version()}"' in git("show", f"{tag}:course_lib/__init__.py").stdout
