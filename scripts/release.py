@@ -1,8 +1,9 @@
 """Make a release: one version, set once, pinned everywhere a student's notebook needs it.
 
     python scripts/release.py 0.3.0     bump course_lib.__version__, pin every lesson's install
-                                        cell and the README's light install to v0.3.0, regenerate notebooks/, open the CHANGELOG
-                                        entry (what changed in each lesson since the last tag)
+                                        cell and the README's light install to v0.3.0,
+                                        regenerate notebooks/, open the CHANGELOG entry (what
+                                        changed in each lesson since the last tag)
     python scripts/release.py --check   exit 1 if a lesson's pin, the notebooks, CITATION.cff and
                                         the package version or the repository URL disagree
 
