@@ -30,13 +30,9 @@ _BUILD: dict = {}  # the background build: its process, folder, log and start ti
 def _seeded():
     """Every test starts from the same random state. PyTorch seeds each process at random, so a
     test that draws without seeding would otherwise meet different numbers in every run."""
-    import random
+    from course_lib.runtime import seed_everything
 
-    import numpy as np
-
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
+    seed_everything(0)
 
 
 @pytest.fixture
